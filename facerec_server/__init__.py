@@ -1,0 +1,1 @@
+"""facerec server: face and object recognition for ROS 2 (workstation side)."""

@@ -1,0 +1,1 @@
+"""Small tools around facerec (demo, helpers); not needed by the nodes."""

@@ -1,0 +1,76 @@
+"""Shared pytest fixtures: real face images that come from package registries.
+
+* ``astronaut``: scikit-image's ``skimage/data/astronaut.png`` (PyPI wheel), one real face.
+* ``messi``: Debian opencv-doc's ``examples/data/messi5.jpg``, one small real face
+  (HOG finds it at upsample 1). ``make setup`` installs opencv-doc when run as root.
+
+Images are returned as BGR uint8 arrays (OpenCV order). A missing image is an error, not a
+skip: the tests that use these faces must run.
+"""
+import os
+import pathlib
+
+import cv2
+import pytest
+
+MESSI_PATHS = (
+    "/usr/share/doc/opencv-doc/examples/data/messi5.jpg",
+)
+
+
+def astronaut_path() -> pathlib.Path:
+    import skimage
+    return pathlib.Path(skimage.__file__).parent / "data" / "astronaut.png"
+
+
+def messi_path() -> pathlib.Path:
+    override = os.environ.get("FACEREC_MESSI_JPG")
+    for candidate in ((override,) if override else ()) + MESSI_PATHS:
+        if candidate and os.path.isfile(candidate):
+            return pathlib.Path(candidate)
+    raise FileNotFoundError(
+        "messi5.jpg not found: install Debian's opencv-doc "
+        "(`apt-get install opencv-doc`, done by `make setup` as root) or set FACEREC_MESSI_JPG")
+
+
+def _read(path) -> "cv2.Mat":
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert image is not None, f"could not read {path}"
+    return image
+
+
+@pytest.fixture(scope="session")
+def astronaut():
+    return _read(astronaut_path())
+
+
+@pytest.fixture(scope="session")
+def messi():
+    return _read(messi_path())
+
+
+# --- ROS 2: keep DDS on this machine and give each run its own domain ---------------------
+# Done at import time so that rclpy in this process and every child process inherit it.
+os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # Jazzy and later
+if os.environ.get("ROS_DISTRO", "") in ("humble", "iron"):
+    os.environ["ROS_LOCALHOST_ONLY"] = "1"  # the pre-Jazzy spelling
+
+
+@pytest.fixture(scope="session")
+def ros_context():
+    """rclpy initialised once for the whole test session (explicit init/shutdown: Humble-safe)."""
+    import rclpy
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    yield context
+    context.try_shutdown()
+
+
+@pytest.fixture
+def graph(ros_context):
+    """A helper node in this process, spun in a background thread (see rosutil.Graph)."""
+    from rosutil import Graph
+    helper = Graph(ros_context)
+    yield helper
+    helper.close()

@@ -1,0 +1,152 @@
+"""Helpers for tests that talk to real nodes over real DDS (loopback only, see conftest.py)."""
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable, List, Optional
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import qos_profile_sensor_data
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def child_env(**extra: str) -> dict:
+    """Environment for a child process: this run's ROS domain, loopback DDS, the source tree."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class Proc:
+    """A child process whose output goes to a log file the test can read on failure."""
+
+    def __init__(self, args: List[str], log_dir: pathlib.Path, name: str, **env: str):
+        self.name = name
+        self.log_path = pathlib.Path(log_dir) / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.popen = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
+                                      env=child_env(**env), cwd=str(REPO))
+
+    @classmethod
+    def module(cls, module: str, log_dir, name: str, ros_args: Optional[List[str]] = None,
+               **env: str) -> "Proc":
+        args = [sys.executable, "-m", module]
+        if ros_args:
+            args += ["--ros-args"] + ros_args
+        return cls(args, log_dir, name, **env)
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGINT (as Ctrl-C / ros2 launch do), then SIGKILL if it does not end in time."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._log.close()
+        return self.popen.returncode
+
+
+class Collector:
+    """Messages received on one topic, with a wait helper."""
+
+    def __init__(self):
+        self.messages: list = []
+        self.times: list = []
+        self._cond = threading.Condition()
+
+    def __call__(self, msg) -> None:
+        with self._cond:
+            self.messages.append(msg)
+            self.times.append(time.monotonic())
+            self._cond.notify_all()
+
+    def wait_for(self, predicate: Callable[[list], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self.messages):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def wait_count(self, count: int, timeout: float) -> bool:
+        return self.wait_for(lambda m: len(m) >= count, timeout)
+
+
+class Graph:
+    """A node in the test process, spun by its own executor thread."""
+
+    def __init__(self, context, name: str = "test_graph"):
+        self.node = rclpy.create_node(name + f"_{os.getpid()}_{id(self) % 10000}", context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._stop = False
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop:
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # context shut down while spinning
+                return
+
+    def subscribe(self, msg_type, topic: str, qos=10) -> Collector:
+        collector = Collector()
+        self.node.create_subscription(msg_type, topic, collector, qos)
+        return collector
+
+    def subscribe_sensor(self, msg_type, topic: str) -> Collector:
+        return self.subscribe(msg_type, topic, qos_profile_sensor_data)
+
+    def publisher(self, msg_type, topic: str, qos=10):
+        return self.node.create_publisher(msg_type, topic, qos)
+
+    def wait_for_subscribers(self, publisher, count: int = 1, timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if publisher.get_subscription_count() >= count:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def call(self, srv_type, name: str, request, timeout: float = 30.0):
+        client = self.node.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise TimeoutError(f"service {name} not available after {timeout} s")
+            future = client.call_async(request)
+            deadline = time.monotonic() + timeout
+            while not future.done():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"service {name} did not answer in {timeout} s")
+                time.sleep(0.01)
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(5)
+        self.executor.remove_node(self.node)
+        self.node.destroy_node()
