@@ -1,0 +1,96 @@
+"""Core results to facerec_msgs / sensor_msgs messages (and back, for the bridge and tests).
+
+Image messages follow cv_bridge's conventions exactly, so cv_bridge users and rviz read them:
+``sensor_msgs/Image`` is ``bgr8`` with ``step = width * 3`` and ``is_bigendian = 0``;
+``sensor_msgs/CompressedImage.format`` is ``"jpeg"``, as ``cv2_to_compressed_imgmsg`` writes.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, List
+
+import numpy as np
+from geometry_msgs.msg import Point32
+from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+
+from facerec_msgs.msg import Face, FaceArray, Object, ObjectArray
+from facerec_server.core.types import Box, FaceResult, ObjectResult
+
+
+def roi_from_box(box: Box) -> RegionOfInterest:
+    """(left, top, right, bottom) pixels -> RegionOfInterest (offsets = top-left corner)."""
+    left, top, right, bottom = (int(v) for v in box)
+    return RegionOfInterest(x_offset=max(left, 0), y_offset=max(top, 0),
+                            width=max(right - left, 0), height=max(bottom - top, 0),
+                            do_rectify=False)
+
+
+def box_from_roi(roi: RegionOfInterest) -> Box:
+    return (roi.x_offset, roi.y_offset, roi.x_offset + roi.width, roi.y_offset + roi.height)
+
+
+def face_to_msg(face: FaceResult, with_descriptor: bool) -> Face:
+    msg = Face()
+    msg.name = face.name
+    msg.distance = float(face.distance) if face.distance is not None else math.inf
+    msg.confidence = float(face.confidence)
+    msg.roi = roi_from_box(face.box)
+    msg.detection_score = float(face.detection_score)
+    msg.track_id = int(face.track_id)
+    if face.landmarks is not None:
+        msg.landmarks = [Point32(x=float(x), y=float(y), z=0.0)
+                         for x, y in np.asarray(face.landmarks, dtype=np.float32)]
+    if with_descriptor and face.descriptor is not None:
+        msg.descriptor = np.asarray(face.descriptor, dtype=np.float32).tolist()
+    return msg
+
+
+def face_array(header, source: str, faces: Iterable[FaceResult], processing_time: float,
+               with_descriptors: bool = False) -> FaceArray:
+    """A FaceArray whose header is the source image's (stamp and frame_id)."""
+    msg = FaceArray()
+    msg.header = header
+    msg.source = source
+    msg.faces = [face_to_msg(f, with_descriptors) for f in faces]
+    msg.processing_time = float(processing_time)
+    return msg
+
+
+def object_array(header, source: str, objects: Iterable[ObjectResult],
+                 processing_time: float) -> ObjectArray:
+    msg = ObjectArray()
+    msg.header = header
+    msg.source = source
+    msg.objects = [Object(label=o.label, score=float(o.score), roi=roi_from_box(o.box),
+                          model=o.model) for o in objects]
+    msg.processing_time = float(processing_time)
+    return msg
+
+
+def image_msg(header, image_bgr: np.ndarray) -> Image:
+    """BGR uint8 array -> sensor_msgs/Image exactly as cv_bridge.cv2_to_imgmsg(img, 'bgr8')."""
+    image = np.ascontiguousarray(image_bgr)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a HxWx3 uint8 BGR image, got {image.dtype} {image.shape}")
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = int(image.shape[0]), int(image.shape[1])
+    msg.encoding = "bgr8"
+    msg.is_bigendian = 0
+    msg.step = int(image.shape[1] * 3)
+    msg.data = image.tobytes()
+    return msg
+
+
+def compressed_msg(header, jpeg: bytes) -> CompressedImage:
+    """JPEG bytes -> sensor_msgs/CompressedImage with format "jpeg" (cv_bridge's spelling)."""
+    msg = CompressedImage()
+    msg.header = header
+    msg.format = "jpeg"
+    msg.data = jpeg
+    return msg
+
+
+def names_and_counts(people: List) -> tuple:
+    """[(name, count), ...] -> (names, counts) lists for ListFaces."""
+    return [p[0] for p in people], [int(p[1]) for p in people]

@@ -1,0 +1,114 @@
+"""Face pipeline in worker processes, so several inputs use several cores.
+
+dlib's Python bindings hold the GIL while they compute (measured here: two threads running
+the HOG detector use one core), so threads cannot spread face work over cores. This module
+runs decode + detect + align + embed in ``spawn``-context worker processes; the caller keeps
+the gallery and does the (cheap, numpy) matching itself.
+
+Bounded by construction: each caller (one thread per input, plus enrollment) has at most one
+job in flight, so the executor's queue never holds more jobs than there are callers.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Dict, List, Optional, Tuple
+
+from facerec_server.core.images import decode_image
+
+# --- worker process side ------------------------------------------------------------------
+_STATE: Optional[Tuple[Any, Any]] = None  # (FacePipeline, model_paths) of this process
+
+
+def _pipeline(config, model_paths: Optional[Dict[str, str]]):
+    """This process's pipeline, rebuilt when the model files change, else reconfigured."""
+    global _STATE
+    from facerec_server.core.pipeline import FacePipeline
+    key = tuple(sorted((model_paths or {}).items()))
+    if _STATE is None or _STATE[1] != key:
+        pipeline = FacePipeline(config, model_paths=model_paths)
+        pipeline.load()
+        _STATE = (pipeline, key)
+    else:
+        _STATE[0].reconfigure(config)
+    return _STATE[0]
+
+
+def job_warmup(config, model_paths) -> int:
+    """Load the models of ``config`` in this worker; raises ModelError when one is unusable."""
+    _pipeline(config, model_paths)
+    return os.getpid()
+
+
+def job_analyse(config, model_paths, data: bytes, fmt: str):
+    """Decode one compressed image and run the face pipeline without matching.
+
+    Returns ``(FrameResult, (height, width))``; faces carry descriptors, names are empty.
+    Raises ImageDecodeError for data that is not a decodable image.
+    """
+    start = time.perf_counter()
+    image = decode_image(data, fmt)
+    result = _pipeline(config, model_paths).process(image)
+    result.processing_time = time.perf_counter() - start
+    return result, image.shape[:2]
+
+
+def job_describe(config, model_paths, data: bytes, fmt: str) -> List[Any]:
+    """Every face of one compressed image with descriptor and aligned chip (for enrollment)."""
+    image = decode_image(data, fmt)
+    return _pipeline(config, model_paths).describe(image)
+
+
+def job_describe_array(config, model_paths, image) -> List[Any]:
+    """As :func:`job_describe` for an already decoded BGR image."""
+    return _pipeline(config, model_paths).describe(image)
+
+
+# --- caller side --------------------------------------------------------------------------
+class WorkerCrashed(RuntimeError):
+    """A worker process died (e.g. killed); the pool was restarted and the job lost."""
+
+
+class FaceWorkerPool:
+    """A restartable pool of face worker processes."""
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"pool size must be >= 1, got {size}")
+        self.size = size
+        self._lock = threading.Lock()
+        self._executor = self._new_executor()
+        self.restarts = 0
+
+    def _new_executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        return concurrent.futures.ProcessPoolExecutor(
+            max_workers=self.size, mp_context=multiprocessing.get_context("spawn"))
+
+    def run(self, fn, *args, timeout: Optional[float] = None):
+        """Run ``fn(*args)`` in a worker and return its result (exceptions propagate)."""
+        with self._lock:
+            executor = self._executor
+        try:
+            return executor.submit(fn, *args).result(timeout)
+        except BrokenProcessPool as exc:
+            with self._lock:
+                if self._executor is executor:
+                    executor.shutdown(wait=False, cancel_futures=True)
+                    self._executor = self._new_executor()
+                    self.restarts += 1
+            raise WorkerCrashed(f"a face worker process died ({exc}); pool restarted") from exc
+
+    def warmup(self, config, model_paths, timeout: float = 300.0) -> List[int]:
+        """Start every worker and load its models; raises the first worker's error."""
+        with self._lock:
+            executor = self._executor
+        futures = [executor.submit(job_warmup, config, model_paths) for _ in range(self.size)]
+        return [f.result(timeout) for f in futures]
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,114 @@
+"""Object recognition for the server node: parameters, one schedule per input, a child process.
+
+Object models can take seconds per frame on a CPU and dlib holds the GIL, so they run in
+their own process (core.object_scheduler.RecognizerProcess) behind a rate-limited
+latest-frame scheduler per input: face results are never delayed by them.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, List, Optional
+
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+
+from facerec_server.core.images import decode_image
+from facerec_server.core.object_scheduler import ObjectScheduler, RecognizerProcess
+from facerec_server.core.objects import (MODEL_PARAMETER_DEFAULTS, PARAMETER_PREFIX,
+                                         configs_from_parameters, model_names_from_parameter)
+
+
+class ObjectRunner:
+    """Schedules object recognition per input and reports results through ``publish``."""
+
+    @staticmethod
+    def declare_model_parameters(node) -> List[str]:
+        """Declare ``object_recognition.<name>.<field>`` for every listed model (read-only)."""
+        names = model_names_from_parameter(
+            node.get_parameter(f"{PARAMETER_PREFIX}.models").value)
+        for name in names:
+            for key, default in MODEL_PARAMETER_DEFAULTS.items():
+                node.declare_parameter(
+                    f"{PARAMETER_PREFIX}.{name}.{key}", default,
+                    ParameterDescriptor(description=f"object model '{name}': {key} "
+                                        "(see config/server.yaml)", read_only=True))
+        return names
+
+    def __init__(self, node, publish: Callable):
+        self._node = node
+        self._publish = publish
+        values = {name: p.value for name, p in node._parameters.items()
+                  if name.startswith(PARAMETER_PREFIX + ".")}
+        self.configs = configs_from_parameters(values)  # ObjectModelError: stop at start-up
+        self._recognizer: Optional[RecognizerProcess] = None
+        self._schedulers: Dict[str, ObjectScheduler] = {}
+        self.processed = 0
+        self.errors = 0
+        self.last_error = ""
+        if not self.configs:
+            node.get_logger().info(
+                "no object models configured (object_recognition.models is empty): "
+                "~/objects stays silent")
+            return
+        start = time.perf_counter()
+        self._recognizer = RecognizerProcess(self.configs)  # ObjectModelError: missing file
+        node.get_logger().info(
+            f"object models loaded in a child process in {time.perf_counter() - start:.1f} s: "
+            f"{', '.join(self._recognizer.model_ids)}")
+
+    def validate_parameter(self, name: str, value) -> Optional[str]:
+        return None
+
+    def offer(self, topic: str, header, data: bytes, fmt: str) -> None:
+        """Hand a frame to the topic's scheduler (returns at once; newest frame wins)."""
+        if self._recognizer is None:
+            return
+        scheduler = self._schedulers.get(topic)
+        if scheduler is None:
+            scheduler = ObjectScheduler(
+                self._node.settings.objects_max_rate,
+                lambda frame: self._recognize(frame),
+                lambda results, token, t=topic: self._done(t, token, results),
+                on_error=self._error, name=f"objects:{topic}")
+            self._schedulers[topic] = scheduler
+        scheduler.set_rate(self._node.settings.objects_max_rate)
+        scheduler.submit((data, fmt), (header, time.perf_counter()))
+
+    def _recognize(self, frame):
+        data, fmt = frame
+        settings = self._node.settings
+        if not settings.objects_enabled:
+            return None
+        return self._recognizer.recognize(decode_image(data, fmt), settings.label_count,
+                                          settings.deterministic, settings.crops)
+
+    def _done(self, topic: str, token, results) -> None:
+        if results is None:
+            return
+        header, started = token
+        self.processed += 1
+        self._publish(topic, header, results, time.perf_counter() - started)
+
+    def _error(self, exc: BaseException) -> None:
+        self.errors += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self._node.get_logger().warning(f"object recognition failed: {self.last_error}",
+                                        throttle_duration_sec=5.0)
+
+    def diagnostic_status(self, node_name: str) -> DiagnosticStatus:
+        status = DiagnosticStatus(name=f"{node_name}: objects", hardware_id=node_name)
+        status.level = DiagnosticStatus.WARN if self.errors else DiagnosticStatus.OK
+        status.message = (self.last_error[:200] if self.errors else
+                          "no object models configured" if self._recognizer is None else "ok")
+        replaced = sum(s.replaced for s in self._schedulers.values())
+        status.values = [KeyValue(key="models", value=", ".join(c.model_id for c in self.configs)),
+                         KeyValue(key="processed", value=str(self.processed)),
+                         KeyValue(key="dropped_replaced", value=str(replaced)),
+                         KeyValue(key="errors", value=str(self.errors))]
+        return status
+
+    def stop(self) -> None:
+        for scheduler in self._schedulers.values():
+            scheduler.stop()
+        if self._recognizer is not None:
+            self._recognizer.close()

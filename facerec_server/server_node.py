@@ -1,0 +1,398 @@
+"""facerec_server: face (and object) recognition on CompressedImage streams.
+
+A thin adapter around the ROS-free core: subscriptions hand frames to one latest-frame
+worker per input; workers run the face pipeline in worker processes (core.face_workers),
+match against the gallery here, and publish ``~/faces``, overlays and diagnostics.
+Parameters are declared from ``facerec_server.params`` and validated in one callback.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from typing import Dict, Optional
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType, SetParametersResult)
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, DurabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+
+from facerec_msgs.msg import FaceArray, ObjectArray
+from facerec_msgs.srv import Enroll, Forget, ListFaces
+from facerec_server import conversions, params
+from facerec_server.core import face_workers
+from facerec_server.core.enroll import EnrollConfig, Enroller
+from facerec_server.core.gallery import Gallery, GalleryError, GalleryMatcherSync
+from facerec_server.core.images import ImageDecodeError, decode_image, encode_jpeg
+from facerec_server.core.latest import InputStats, LatestWorker
+from facerec_server.core.match import Matcher
+from facerec_server.core.models import ModelError
+from facerec_server.core.overlay import draw_overlay
+from facerec_server.object_runner import ObjectRunner
+from facerec_server.settings import ServerSettings, resolve_model_paths
+
+_KINDS = {
+    "bool": ParameterType.PARAMETER_BOOL,
+    "int": ParameterType.PARAMETER_INTEGER,
+    "double": ParameterType.PARAMETER_DOUBLE,
+    "string": ParameterType.PARAMETER_STRING,
+    "string_array": ParameterType.PARAMETER_STRING_ARRAY,
+    "int_array": ParameterType.PARAMETER_INTEGER_ARRAY,
+}
+
+
+def _descriptor(spec: params.ParamSpec) -> ParameterDescriptor:
+    desc = ParameterDescriptor(description=spec.description, type=_KINDS[spec.kind],
+                               read_only=spec.read_only)
+    if spec.choices:
+        desc.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.kind == "int" and spec.low is not None and spec.high is not None:
+        desc.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high),
+                                           step=1)]
+    if spec.kind == "double" and spec.low is not None and spec.high is not None:
+        desc.floating_point_range = [FloatingPointRange(from_value=float(spec.low),
+                                                        to_value=float(spec.high), step=0.0)]
+    return desc
+
+
+def _image_qos(reliability: str) -> QoSProfile:
+    """Depth 1 keep-last; best effort matches sensor-data publishers (camera default)."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=1, durability=DurabilityPolicy.VOLATILE,
+        reliability=(ReliabilityPolicy.RELIABLE if reliability == "reliable"
+                     else ReliabilityPolicy.BEST_EFFORT))
+
+
+@dataclass
+class _Input:
+    """One image input: its topic, worker thread, counters and newest object results."""
+
+    topic: str
+    stats: InputStats = field(default_factory=InputStats)
+    worker: Optional[LatestWorker] = None
+    objects: list = field(default_factory=list)
+    capture: Optional[object] = None  # an enroll.CaptureSession while one is running
+
+
+class FacerecServer(Node):
+    """The recognition server node (see the README for topics, services and parameters)."""
+
+    def __init__(self, **node_kwargs):
+        super().__init__("facerec_server", **node_kwargs)
+        for spec in params.SPECS:
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        self._objects_declared = ObjectRunner.declare_model_parameters(self)
+        self.settings = ServerSettings.from_values(self._values())
+        self.add_on_set_parameters_callback(self.parameters_callback)
+
+        self._model_paths = resolve_model_paths(self.settings)  # ModelError: stop at start-up
+        self._matcher = Matcher(self.settings.face.threshold)
+        self.gallery = Gallery(self.settings.gallery_path)  # GalleryError: stop at start-up
+        self._sync = GalleryMatcherSync(self.gallery, self._matcher)
+        self._sync.refresh(force=True)
+        self._pool = face_workers.FaceWorkerPool(self.settings.pool_size())
+        self._pool.warmup(self.settings.face, self._model_paths)  # ModelError for bad files
+        self._enroller = Enroller(self.gallery, _PoolDescriber(self), self._enroll_config())
+        self._import_reference()
+        self._objects = ObjectRunner(self, self._object_results_callback)
+
+        self._faces_pub = self.create_publisher(FaceArray, "~/faces", 10)
+        self._objects_pub = self.create_publisher(ObjectArray, "~/objects", 10)
+        self._annotated_pub = self.create_publisher(Image, "~/annotated", 1)
+        self._annotated_jpeg_pub = self.create_publisher(
+            CompressedImage, "~/annotated/compressed", 1)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        images_group = ReentrantCallbackGroup()
+        self._inputs: Dict[str, _Input] = {}
+        qos = _image_qos(self.settings.image_reliability)
+        for topic in self.settings.image_topics:
+            entry = _Input(topic)
+            entry.worker = LatestWorker(f"faces:{topic}",
+                                        lambda msg, e=entry: self._process(e, msg),
+                                        lambda exc, e=entry: self._worker_error(e, exc))
+            self._inputs[topic] = entry
+            self.create_subscription(CompressedImage, topic,
+                                     lambda msg, e=entry: self.image_callback(e, msg), qos,
+                                     callback_group=images_group)
+
+        services_group = MutuallyExclusiveCallbackGroup()
+        self.create_service(Enroll, "~/enroll", self.enroll_callback,
+                            callback_group=ReentrantCallbackGroup())
+        self.create_service(Forget, "~/forget", self.forget_callback,
+                            callback_group=services_group)
+        self.create_service(ListFaces, "~/list_faces", self.list_faces_callback,
+                            callback_group=services_group)
+        self.create_timer(self.settings.diagnostics_period, self.diagnostics_callback)
+        self.get_logger().info(
+            f"ready: inputs {list(self._inputs)}, {self._pool.size} face worker process(es), "
+            f"detector {self.settings.face.detector}, gallery {self.gallery.path} "
+            f"({len(self._matcher.names)} samples)")
+
+    # --- parameters --------------------------------------------------------------------
+    def _values(self) -> dict:
+        return {name: value.value for name, value in self._parameters.items()}
+
+    def parameters_callback(self, changes) -> SetParametersResult:
+        """Validate a batch of changes; apply all of them from the next frame, or none."""
+        values = self._values()
+        for change in changes:
+            reason = params.validate(change.name, change.value)
+            if reason is None:
+                reason = self._objects.validate_parameter(change.name, change.value)
+            if reason is not None:
+                self.get_logger().warning(f"refused {change.name}={change.value!r}: {reason}")
+                return SetParametersResult(successful=False, reason=reason)
+            values[change.name] = change.value
+        try:
+            settings = ServerSettings.from_values(values)
+            model_paths = resolve_model_paths(settings)
+        except (ValueError, ModelError) as exc:
+            self.get_logger().warning(f"refused {[c.name for c in changes]}: {exc}")
+            return SetParametersResult(successful=False, reason=str(exc))
+        self.settings = settings
+        self._model_paths = model_paths
+        self._matcher.threshold = settings.face.threshold
+        self._enroller.config = self._enroll_config()
+        return SetParametersResult(successful=True)
+
+    def _enroll_config(self) -> EnrollConfig:
+        return replace(EnrollConfig(), min_face_size=self.settings.gallery_min_face_size,
+                       threshold=self.settings.face.threshold)
+
+    # --- frames --------------------------------------------------------------------------
+    def image_callback(self, entry: _Input, msg: CompressedImage) -> None:
+        entry.stats.count("received")
+        if entry.worker.submit(msg):
+            entry.stats.count("dropped_replaced")
+
+    def _age(self, msg) -> Optional[float]:
+        stamp = msg.header.stamp
+        if stamp.sec == 0 and stamp.nanosec == 0:
+            return None
+        now = self.get_clock().now().nanoseconds
+        return (now - (stamp.sec * 1_000_000_000 + stamp.nanosec)) / 1e9
+
+    def _process(self, entry: _Input, msg: CompressedImage) -> None:
+        """One frame of one input (worker thread): faces now, objects on their own schedule."""
+        settings = self.settings
+        age = self._age(msg)
+        if settings.max_frame_age > 0 and age is not None and age > settings.max_frame_age:
+            entry.stats.count("dropped_stale")
+            return
+        data = bytes(msg.data)
+        if settings.objects_enabled:
+            self._objects.offer(entry.topic, msg.header, data, msg.format)
+        if not settings.face_enabled:
+            entry.stats.count("dropped_disabled")
+            return
+        start = time.perf_counter()
+        try:
+            result, shape = self._pool.run(face_workers.job_analyse, settings.face,
+                                           self._model_paths, data, msg.format)
+        except ImageDecodeError as exc:
+            entry.stats.error("decode_errors", str(exc))
+            self.get_logger().warning(f"{entry.topic}: dropped a frame: {exc}",
+                                      throttle_duration_sec=5.0)
+            return
+        self._sync.refresh()
+        faces = result.faces
+        with_descriptors = [f for f in faces if f.descriptor is not None]
+        if with_descriptors:
+            for face, match in zip(with_descriptors,
+                                   self._matcher.match([f.descriptor for f in with_descriptors])):
+                face.name, face.distance, face.confidence = match.name, match.distance, \
+                    match.confidence
+        capture = entry.capture
+        if capture is not None:
+            capture.offer_faces(faces)
+        elapsed = time.perf_counter() - start
+        self._faces_pub.publish(conversions.face_array(
+            msg.header, entry.topic, faces, elapsed, settings.publish_descriptors))
+        latency = self._age(msg)
+        entry.stats.count("processed")
+        entry.stats.timing(elapsed, latency)
+        self._publish_overlay(entry, msg, data, faces, settings)
+
+    def _publish_overlay(self, entry: _Input, msg, data: bytes, faces, settings) -> None:
+        want_raw = self._annotated_pub.get_subscription_count() > 0
+        want_jpeg = self._annotated_jpeg_pub.get_subscription_count() > 0
+        if not (want_raw or want_jpeg):
+            return  # nobody watches: no decode, no drawing, no encoding
+        try:
+            image = draw_overlay(decode_image(data, msg.format), faces, entry.objects)
+        except ImageDecodeError:
+            return
+        if want_raw:
+            self._annotated_pub.publish(conversions.image_msg(msg.header, image))
+        if want_jpeg:
+            self._annotated_jpeg_pub.publish(conversions.compressed_msg(
+                msg.header, encode_jpeg(image, settings.annotated_quality)))
+
+    def _worker_error(self, entry: _Input, exc: BaseException) -> None:
+        entry.stats.error("errors", f"{type(exc).__name__}: {exc}")
+        self.get_logger().error(f"{entry.topic}: frame failed: {type(exc).__name__}: {exc}",
+                                throttle_duration_sec=5.0)
+
+    def _object_results_callback(self, topic: str, header, objects, processing_time) -> None:
+        entry = self._inputs.get(topic)
+        if entry is not None:
+            entry.objects = list(objects)
+        self._objects_pub.publish(conversions.object_array(header, topic, objects,
+                                                           processing_time))
+
+    # --- diagnostics ---------------------------------------------------------------------
+    def diagnostics_callback(self) -> None:
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        for topic, entry in self._inputs.items():
+            snap = entry.stats.snapshot()
+            status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: {topic}",
+                                      hardware_id=self.get_fully_qualified_name())
+            dropped = snap["dropped_replaced"] + snap["dropped_stale"]
+            errors = snap["decode_errors"] + snap["errors"]
+            status.level = DiagnosticStatus.OK
+            status.message = "ok"
+            if errors:
+                status.level, status.message = DiagnosticStatus.WARN, snap["last_error"][:200]
+            elif snap["received"] == 0:
+                status.message = "no frames received yet"
+            elif dropped:
+                status.message = "dropping frames (input faster than processing)"
+            status.values = [KeyValue(key=key, value=_fmt(value)) for key, value in snap.items()]
+            msg.status.append(status)
+        msg.status.append(self._objects.diagnostic_status(self.get_fully_qualified_name()))
+        self._diag_pub.publish(msg)
+
+    # --- services ------------------------------------------------------------------------
+    def enroll_callback(self, request, response):
+        """Enroll from request.images, or capture from a live input when images is empty."""
+        try:
+            if request.images:
+                images = [bytes(image.data) for image in request.images]
+                result = self._enroller.enroll_images(
+                    request.name, images, source="service:images",
+                    force=self.settings.allow_conflicts)
+            else:
+                result = self._capture(request)
+        except GalleryError as exc:
+            response.success, response.message = False, f"gallery error: {exc}"
+            return response
+        if result.success:
+            self._sync.refresh(force=True)
+        response.success = bool(result.success)
+        response.message = result.message
+        response.samples_added = int(result.samples_added)
+        self.get_logger().info(f"enroll {request.name!r}: {result.message}")
+        return response
+
+    def _capture(self, request):
+        from facerec_server.core.enroll import EnrollResult
+        topic = request.source or self.settings.image_topics[0]
+        entry = self._inputs.get(topic) or self._inputs.get(topic.lstrip("/"))
+        if entry is None:
+            return EnrollResult(False, f"refused: {topic!r} is not an input of this server "
+                                f"(inputs: {', '.join(self._inputs)}); nothing written")
+        if entry.capture is not None:
+            return EnrollResult(False, f"refused: a capture is already running on {topic}; "
+                                "nothing written")
+        try:
+            session = self._enroller.capture(
+                request.name, samples=int(request.samples), timeout=float(request.timeout),
+                source=f"live:{topic}", force=self.settings.allow_conflicts)
+        except ValueError as exc:
+            return EnrollResult(False, f"refused: {exc}; nothing written")
+        entry.capture = session
+        try:
+            session.wait()
+        finally:
+            entry.capture = None
+        return self._enroller.finish(session)
+
+    def forget_callback(self, request, response):
+        try:
+            removed = self.gallery.forget(request.name)
+        except (GalleryError, ValueError) as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        self._sync.refresh(force=True)
+        response.samples_removed = int(removed)
+        response.success = removed > 0
+        response.message = (f"forgot {request.name!r} ({removed} samples)" if removed
+                            else f"{request.name!r} is not in the gallery")
+        return response
+
+    def list_faces_callback(self, request, response):
+        response.names, response.samples = conversions.names_and_counts(self.gallery.people())
+        return response
+
+    # --- start-up helpers ----------------------------------------------------------------
+    def _import_reference(self) -> None:
+        path = self.settings.reference_file
+        if not path:
+            return
+        from facerec_server.core.reference import import_reference
+        report = import_reference(self.gallery, path, self._enroller)
+        for line in report.lines():
+            self.get_logger().info(f"reference file: {line}")
+        self._sync.refresh(force=True)
+
+    def destroy_node(self):
+        for entry in self._inputs.values():
+            entry.worker.stop()
+        self._objects.stop()
+        self._pool.shutdown()
+        self.gallery.close()
+        return super().destroy_node()
+
+
+class _PoolDescriber:
+    """``describe(image_bgr)`` for the Enroller, run in the face worker processes."""
+
+    def __init__(self, node: FacerecServer):
+        self._node = node
+
+    def describe(self, image):
+        node = self._node
+        return node._pool.run(face_workers.job_describe_array, node.settings.face,
+                              node._model_paths, image)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = FacerecServer()
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (ModelError, GalleryError, ValueError) as exc:
+        # A start-up problem the user must fix: say what and how, without a traceback.
+        print(f"[facerec_server] cannot start: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

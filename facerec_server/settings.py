@@ -1,0 +1,99 @@
+"""A consistent, immutable snapshot of the server's parameter values.
+
+The node swaps the whole snapshot when parameters change, so a worker reads one coherent set
+of settings for a whole frame (a change takes effect from the next frame).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+from facerec_server.core.models import MODEL_FILES, ModelPaths, check_model_file
+from facerec_server.core.pipeline import FaceConfig
+
+_MODEL_PARAMS = {
+    "shape_predictor": "face.models.shape_predictor",
+    "recognition": "face.models.recognition",
+    "cnn_detector": "face.models.cnn_detector",
+}
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Typed view of the parameters in ``facerec_server.params``."""
+
+    image_topics: Tuple[str, ...]
+    image_reliability: str
+    max_frame_age: float
+    publish_descriptors: bool
+    workers: int
+    diagnostics_period: float
+    annotated_quality: int
+    face_enabled: bool
+    face: FaceConfig
+    embedder: str
+    model_overrides: Tuple[Tuple[str, str], ...]
+    gallery_path: str
+    reference_file: str
+    gallery_min_face_size: int
+    allow_conflicts: bool
+    objects_enabled: bool
+    label_count: int
+    deterministic: bool
+    crops: int
+    objects_max_rate: float
+
+    @classmethod
+    def from_values(cls, v: Dict[str, Any]) -> "ServerSettings":
+        """Build from {parameter name: value}; raises ValueError for an invalid combination."""
+        face = FaceConfig(
+            detector="cnn" if v["face.detector"] == "cnn_opencv" else v["face.detector"],
+            upsample=int(v["face.upsample"]), detect_scale=float(v["face.detect_scale"]),
+            chip_size=int(v["face.chip_size"]), padding=float(v["face.padding"]),
+            jitter=int(v["face.jitter"]), threshold=float(v["face.threshold"]),
+            min_face_size=int(v["face.min_size"])).validate()
+        overrides = tuple((kind, str(v[name])) for kind, name in _MODEL_PARAMS.items()
+                          if v.get(name))
+        return cls(
+            image_topics=tuple(v["image_topics"]), image_reliability=v["image_reliability"],
+            max_frame_age=float(v["max_frame_age"]),
+            publish_descriptors=bool(v["publish_descriptors"]), workers=int(v["workers"]),
+            diagnostics_period=float(v["diagnostics_period"]),
+            annotated_quality=int(v["annotated.jpeg_quality"]),
+            face_enabled=bool(v["face_recognition.enabled"]), face=face,
+            embedder=str(v["face.embedder"]), model_overrides=overrides,
+            gallery_path=os.path.expanduser(v["gallery.path"]),
+            reference_file=os.path.expanduser(v["gallery.reference_file"]),
+            gallery_min_face_size=int(v["gallery.min_face_size"]),
+            allow_conflicts=bool(v["gallery.allow_conflicts"]),
+            objects_enabled=bool(v["object_recognition.enabled"]),
+            label_count=int(v["object_recognition.label_count"]),
+            deterministic=bool(v["object_recognition.deterministic"]),
+            crops=int(v["object_recognition.crops"]),
+            objects_max_rate=float(v["object_recognition.max_rate"]))
+
+    def pool_size(self) -> int:
+        """Worker processes: the parameter, or one per input capped at the core count."""
+        if self.workers > 0:
+            return self.workers
+        return max(1, min(len(self.image_topics), os.cpu_count() or 1))
+
+
+def model_paths_of(settings: ServerSettings) -> Dict[str, str]:
+    return dict(settings.model_overrides)
+
+
+def resolve_model_paths(settings: ServerSettings) -> Dict[str, str]:
+    """Absolute paths of the model files the settings need; ModelError names a missing one."""
+    paths = ModelPaths.from_mapping(model_paths_of(settings))
+    needed = ["shape_predictor", "recognition"]
+    if settings.face.detector == "cnn":
+        needed.append("cnn_detector")
+    resolved: Dict[str, Optional[str]] = {}
+    for kind in MODEL_FILES:
+        if kind in needed:
+            resolved[kind] = str(check_model_file(paths.resolve(kind), kind))
+        elif getattr(paths, kind):
+            resolved[kind] = getattr(paths, kind)
+    return {k: p for k, p in resolved.items() if p}
