@@ -344,11 +344,15 @@ class FacerecServer(Node):
         self._sync.refresh(force=True)
 
     def destroy_node(self):
-        for entry in self._inputs.values():
+        """Stop workers and child processes; safe on a node whose start-up failed half-way."""
+        for entry in getattr(self, "_inputs", {}).values():
             entry.worker.stop()
-        self._objects.stop()
-        self._pool.shutdown()
-        self.gallery.close()
+        if getattr(self, "_objects", None) is not None:
+            self._objects.stop()
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown()
+        if getattr(self, "gallery", None) is not None:
+            self.gallery.close()
         return super().destroy_node()
 
 

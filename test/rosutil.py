@@ -150,3 +150,71 @@ class Graph:
         self._thread.join(5)
         self.executor.remove_node(self.node)
         self.node.destroy_node()
+
+
+def write_params(path: pathlib.Path, node_name: str, values: dict) -> pathlib.Path:
+    """A ROS parameter file ``{node: {ros__parameters: values}}`` (as launch files pass)."""
+    import yaml
+    path = pathlib.Path(path)
+    path.write_text(yaml.safe_dump({node_name: {"ros__parameters": values}}))
+    return path
+
+
+def start_node(module: str, log_dir, name: str, node_name: str, values: dict,
+               extra_ros_args: Optional[List[str]] = None) -> Proc:
+    """Start a node module with its parameters in a YAML file, as a launch file would."""
+    params_file = write_params(pathlib.Path(log_dir) / f"{name}.yaml", node_name, values)
+    return Proc.module(module, log_dir, name,
+                       ros_args=["--params-file", str(params_file)] + (extra_ros_args or []))
+
+
+def wait_for_service(graph: "Graph", srv_type, name: str, proc: Proc, timeout: float = 90.0):
+    client = graph.node.create_client(srv_type, name)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if client.wait_for_service(timeout_sec=0.5):
+                return
+            if not proc.alive():
+                raise AssertionError(f"{proc.name} exited ({proc.popen.returncode}):\n"
+                                     + proc.output())
+        raise AssertionError(f"{name} not up after {timeout} s:\n" + proc.output())
+    finally:
+        graph.node.destroy_client(client)
+
+
+def jpeg(image, quality: int = 90) -> bytes:
+    import cv2
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return buf.tobytes()
+
+
+def compressed(graph: "Graph", data: bytes, fmt: str = "jpeg", frame_id: str = "camera"):
+    from sensor_msgs.msg import CompressedImage
+    msg = CompressedImage(format=fmt, data=data)
+    msg.header.frame_id = frame_id
+    msg.header.stamp = graph.node.get_clock().now().to_msg()
+    return msg
+
+
+def publish_until(graph: "Graph", pub, make_msg: Callable, collector: Collector,
+                  predicate: Callable[[list], bool], timeout: float = 60.0,
+                  period: float = 0.5) -> bool:
+    """Publish a fresh message every ``period`` s until ``predicate(collector.messages)``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pub.publish(make_msg())
+        if collector.wait_for(predicate, period):
+            return True
+    return False
+
+
+def set_parameters(graph: "Graph", node: str, values: dict):
+    """Call ``<node>/set_parameters`` (what ``ros2 param set`` does); returns the results."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+    request = SetParameters.Request(parameters=[
+        Parameter(name, value=value).to_parameter_msg()
+        for name, value in values.items()])
+    return graph.call(SetParameters, f"{node}/set_parameters", request).results

@@ -1,0 +1,112 @@
+"""Server start-up: clear errors for bad model files and gallery files; two inputs at once."""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from sensor_msgs.msg import CompressedImage
+
+from facerec_msgs.msg import FaceArray
+from facerec_msgs.srv import ListFaces
+from rosutil import (Proc, child_env, compressed, jpeg, start_node, wait_for_service,
+                     write_params)
+
+
+def _run_server(tmp_path, values, timeout=120):
+    params = write_params(tmp_path / "p.yaml", "facerec_server", values)
+    return subprocess.run(
+        [sys.executable, "-m", "facerec_server.server_node", "--ros-args", "--params-file",
+         str(params)], env=child_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def test_missing_model_file_stops_startup_with_a_clear_message(tmp_path):
+    missing = tmp_path / "nowhere" / "shape_predictor_5_face_landmarks.dat"
+    # The file check of the parameter refuses it at declaration time too, so write it, then
+    # remove it: the start-up check must name it either way.
+    missing.parent.mkdir()
+    missing.write_bytes(b"x")
+    values = {"gallery.path": str(tmp_path / "g.db"),
+              "face.models.shape_predictor": str(missing)}
+    missing.unlink()
+    result = _run_server(tmp_path, values)
+    assert result.returncode != 0
+    err = result.stderr + result.stdout
+    assert str(missing) in err
+    assert "face_recognition_models" in err or "dlib.net" in err
+    assert "Traceback" not in err
+
+
+def test_corrupt_model_file_stops_startup_with_a_clear_message(tmp_path):
+    corrupt = tmp_path / "dlib_face_recognition_resnet_model_v1.dat"
+    corrupt.write_bytes(os.urandom(4096))
+    result = _run_server(tmp_path, {"gallery.path": str(tmp_path / "g.db"),
+                                    "face.models.recognition": str(corrupt)})
+    assert result.returncode != 0
+    err = result.stderr + result.stdout
+    assert str(corrupt) in err, err[-2000:]
+
+
+def test_foreign_gallery_file_is_refused_and_left_alone(tmp_path):
+    foreign = tmp_path / "notes.db"
+    foreign.write_bytes(b"this is not a gallery, keep me\n" * 10)
+    before = foreign.read_bytes()
+    result = _run_server(tmp_path, {"gallery.path": str(foreign)})
+    assert result.returncode != 0
+    assert str(foreign) in result.stderr + result.stdout
+    assert foreign.read_bytes() == before
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int):
+    kids = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            kids += [int(k) for k in f.read().split()]
+    return kids
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 CPU cores")
+def test_two_inputs_are_served_concurrently_on_two_cores(tmp_path, graph, astronaut, messi):
+    proc = start_node("facerec_server.server_node", tmp_path, "server", "facerec_server", {
+        "gallery.path": str(tmp_path / "g.db"), "face.upsample": 1,
+        "image_topics": ["left/image/compressed", "right/image/compressed"]})
+    try:
+        wait_for_service(graph, ListFaces, "/facerec_server/list_faces", proc)
+        results = graph.subscribe(FaceArray, "/facerec_server/faces")
+        left = graph.publisher(CompressedImage, "left/image/compressed", 1)
+        right = graph.publisher(CompressedImage, "right/image/compressed", 1)
+        assert "2 face worker process(es)" in proc.output()
+        workers = _children(proc.popen.pid)
+        before = {pid: _cpu_seconds(pid) for pid in workers}
+        left_data, right_data = jpeg(astronaut), jpeg(messi)
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            left.publish(compressed(graph, left_data, frame_id="left"))
+            right.publish(compressed(graph, right_data, frame_id="right"))
+            time.sleep(0.1)
+        time.sleep(1.0)
+        by_source = {}
+        for msg in results.messages:
+            by_source.setdefault(msg.source, []).append(msg)
+        assert set(by_source) == {"left/image/compressed", "right/image/compressed"}
+        assert all(m.header.frame_id == "left" for m in by_source["left/image/compressed"])
+        assert all(m.header.frame_id == "right" for m in by_source["right/image/compressed"])
+        # Both worker processes computed (each input got its own core's worth of work).
+        used = {pid: _cpu_seconds(pid) - before[pid] for pid in workers if pid in before}
+        busy = [pid for pid, secs in used.items() if secs > 2.0]
+        assert len(busy) >= 2, f"worker CPU seconds over 15 s: {used}"
+    finally:
+        assert proc.stop() == 0, proc.output()
+
+
+def test_proc_helper_reports_exit(tmp_path):
+    """The helper used above reports a dead child (guards the tests' own plumbing)."""
+    proc = Proc([sys.executable, "-c", "import sys; sys.exit(3)"], tmp_path, "dead")
+    proc.popen.wait(10)
+    assert not proc.alive() and proc.stop() == 3
