@@ -140,8 +140,9 @@ SPECS: Tuple[ParamSpec, ...] = (
     ParamSpec("object_recognition.max_rate", 1.0, "double",
               "most object recognitions per second per input (they never delay face results)",
               low=0.01, high=100.0),
-    ParamSpec("object_recognition.models", [], "string_array",
-              "names of the object models; each is configured by object_recognition.<name>.* "
+    ParamSpec("object_recognition.models", [""], "string_array",
+              "names of the object models (blank entries ignored; [\"\"] = none); each is "
+              "configured by object_recognition.<name>.* "
               "parameters (see config/server.yaml)", read_only=True),
 )
 

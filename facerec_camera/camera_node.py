@@ -1,0 +1,302 @@
+"""ROS 2 node ``facerec_camera``: publishes camera frames as ``sensor_msgs/CompressedImage``.
+
+Run::
+
+    ros2 run facerec facerec_camera --ros-args -p source:=0 -p fps:=15.0
+    python -m facerec_camera.camera_node --ros-args -p source:=pattern
+
+Capture, encoding and publishing run in their own thread (:class:`CaptureLoop`), not in an
+executor callback, so the rate holds while the executor serves parameter requests. Messages
+carry ``format`` "jpeg" (as cv_bridge's ``cv2_to_compressed_imgmsg`` writes it) and a header
+stamp taken from the node's clock at capture time.
+
+Exit codes: 0 after Ctrl-C / SIGTERM or when a file source without ``loop`` ends; 1 when the
+source fails for good (a file that cannot be read further); 2 for invalid parameters or a
+source that cannot be opened at start-up (the reason goes to the log on stderr). A camera that
+disappears while running is not fatal: it is re-opened with exponential back-off.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import List, Optional
+
+import rclpy
+import rclpy.executors
+import rclpy.logging
+import rclpy.task
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType, SetParametersResult)
+from rclpy.duration import Duration
+from rclpy.exceptions import NameValidationException, ParameterException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage
+
+from .encode import FrameEncoder
+from .pipeline import CaptureLoop
+from .sources import Frame, SourceError, open_source
+
+try:  # Humble and later
+    from rclpy.executors import ExternalShutdownException
+except ImportError:  # pragma: no cover - older rclpy
+    class ExternalShutdownException(Exception):
+        pass
+
+NODE_NAME = "facerec_camera"
+
+EXIT_OK, EXIT_SOURCE_FAILED, EXIT_CONFIG = 0, 1, 2
+
+#: Sensor-data QoS with depth 1: only the newest frame matters; best effort, so a slow or
+#: lossy subscriber never holds the publisher back. Subscribers must be best effort too
+#: (``rclpy.qos.qos_profile_sensor_data`` works).
+IMAGE_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST,
+                       depth=1, durability=DurabilityPolicy.VOLATILE)
+
+
+class ConfigError(RuntimeError):
+    """Invalid parameters or a source that cannot be opened: a message for the user."""
+
+
+def _descriptor(description: str, ptype: int, read_only: bool = False, dynamic: bool = False,
+                int_range=None, float_range=None) -> ParameterDescriptor:
+    desc = ParameterDescriptor(description=description, type=ptype, read_only=read_only,
+                               dynamic_typing=dynamic)
+    if int_range is not None:
+        desc.integer_range = [IntegerRange(from_value=int_range[0], to_value=int_range[1],
+                                           step=1)]
+    if float_range is not None:
+        desc.floating_point_range = [FloatingPointRange(from_value=float_range[0],
+                                                        to_value=float_range[1], step=0.0)]
+    return desc
+
+
+# name: (default, descriptor). source/width/height/topic/loop/mjpeg_passthrough are fixed at
+# start-up (read-only); fps, jpeg_quality, resize and frame_id may be changed at run time.
+PARAMETERS = {
+    "source": ("0", _descriptor(
+        "What to capture: camera index ('0'), '/dev/videoN', 'picamera', 'pattern' (test "
+        "pattern), a directory of jpg/png/bmp images, an image file or a video file. An "
+        "integer (source:=0) is accepted as a camera index.",
+        ParameterType.PARAMETER_STRING, read_only=True, dynamic=True)),
+    "width": (640, _descriptor(
+        "Capture width requested from the camera (and test pattern width), pixels",
+        ParameterType.PARAMETER_INTEGER, read_only=True, int_range=(16, 8192))),
+    "height": (480, _descriptor(
+        "Capture height requested from the camera (and test pattern height), pixels",
+        ParameterType.PARAMETER_INTEGER, read_only=True, int_range=(16, 8192))),
+    "fps": (15.0, _descriptor(
+        "Publishing rate, frames per second (0 < fps <= 120); requested from the camera too "
+        "(a camera slower than this limits the rate). An integer (fps:=15) is accepted.",
+        ParameterType.PARAMETER_DOUBLE, dynamic=True, float_range=(0.0, 120.0))),
+    "jpeg_quality": (80, _descriptor(
+        "JPEG quality 1..100 (not applied to camera MJPEG passed through unchanged)",
+        ParameterType.PARAMETER_INTEGER, int_range=(1, 100))),
+    "resize": (1.0, _descriptor(
+        "Scale factor applied before encoding, 0 < resize <= 1 (1.0 keeps the size). "
+        "An integer (resize:=1) is accepted.",
+        ParameterType.PARAMETER_DOUBLE, dynamic=True, float_range=(0.0, 1.0))),
+    "frame_id": ("camera", _descriptor(
+        "header.frame_id of the published images", ParameterType.PARAMETER_STRING)),
+    "topic": ("camera/image/compressed", _descriptor(
+        "Topic for sensor_msgs/CompressedImage (relative: follows the node namespace)",
+        ParameterType.PARAMETER_STRING, read_only=True)),
+    "loop": (True, _descriptor(
+        "Restart video files and image folders at their end; when false the node exits "
+        "with code 0 after the last frame", ParameterType.PARAMETER_BOOL, read_only=True)),
+    "mjpeg_passthrough": (True, _descriptor(
+        "Publish a camera's MJPEG frames without re-encoding when resize is 1.0 (jpeg_quality "
+        "is then the camera's own)", ParameterType.PARAMETER_BOOL, read_only=True)),
+}
+
+
+def _number(value) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def check_parameter(name: str, value) -> Optional[str]:
+    """Why ``value`` is invalid for parameter ``name``, or None when it is valid."""
+    if name == "source":
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            return "source must be a string (or an integer camera index)"
+        if isinstance(value, int) and value < 0:
+            return f"source camera index must be >= 0, got {value}"
+        if isinstance(value, str) and not value.strip():
+            return "source must not be empty"
+    elif name in ("width", "height"):
+        if isinstance(value, bool) or not isinstance(value, int) or not 16 <= value <= 8192:
+            return f"{name} must be an integer within 16..8192, got {value!r}"
+    elif name == "fps":
+        number = _number(value)
+        if number is None or not math.isfinite(number) or not 0.0 < number <= 120.0:
+            return f"fps must be a number with 0 < fps <= 120, got {value!r}"
+    elif name == "jpeg_quality":
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+            return f"jpeg_quality must be an integer within 1..100, got {value!r}"
+    elif name == "resize":
+        number = _number(value)
+        if number is None or not math.isfinite(number) or not 0.0 < number <= 1.0:
+            return f"resize must be a scale factor with 0 < resize <= 1, got {value!r}"
+    elif name in ("frame_id", "topic"):
+        if not isinstance(value, str) or not value.strip():
+            return f"{name} must be a non-empty string"
+    elif name in ("loop", "mjpeg_passthrough"):
+        if not isinstance(value, bool):
+            return f"{name} must be true or false, got {value!r}"
+    return None
+
+
+class FacerecCamera(Node):
+    """Publishes JPEG frames from a camera, a file, a folder or a test pattern.
+
+    ``__init__`` only declares parameters and creates the publisher; :meth:`start` opens the
+    source and starts the capture thread (``ConfigError`` when the source cannot be opened),
+    :meth:`stop` ends it. ``done`` completes with the exit code when capture ends by itself.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self._loop: Optional[CaptureLoop] = None
+        self._finished_code: Optional[int] = None
+        self.done = rclpy.task.Future()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        for name, (default, descriptor) in PARAMETERS.items():
+            self.declare_parameter(name, default, descriptor)
+        self._frame_id = self.get_parameter("frame_id").value
+        self._publisher = self.create_publisher(
+            CompressedImage, self.get_parameter("topic").value, IMAGE_QOS)
+        self._wake = self.create_guard_condition(self._on_capture_finished)
+        self._stats_timer = self.create_timer(30.0, self._log_stats)
+
+    # --- parameters -------------------------------------------------------------------------
+    def _on_set_parameters(self, params: List[rclpy.Parameter]) -> SetParametersResult:
+        reasons = [reason for p in params
+                   for reason in [check_parameter(p.name, p.value)] if reason]
+        if reasons:
+            return SetParametersResult(successful=False, reason="; ".join(reasons))
+        if self._loop is not None:  # live changes while capturing
+            changes = {p.name: p.value for p in params}
+            if "fps" in changes:
+                self._loop.set_fps(float(changes["fps"]))
+            if "jpeg_quality" in changes or "resize" in changes:
+                self._loop.set_encoder(self._make_encoder(changes))
+            if "frame_id" in changes:
+                self._frame_id = changes["frame_id"]
+        return SetParametersResult(successful=True)
+
+    def _param(self, name: str, overrides: Optional[dict] = None):
+        if overrides and name in overrides:
+            return overrides[name]
+        return self.get_parameter(name).value
+
+    def _make_encoder(self, overrides: Optional[dict] = None) -> FrameEncoder:
+        resize = float(self._param("resize", overrides))
+        return FrameEncoder(int(self._param("jpeg_quality", overrides)),
+                            None if resize == 1.0 else resize)
+
+    # --- capture ----------------------------------------------------------------------------
+    def start(self, run: bool = True) -> None:
+        """Open the source and start capturing; ConfigError with a clear reason on failure.
+
+        With ``run`` false the capture thread is not started: :attr:`capture_loop` ``.step()``
+        then captures, encodes and publishes one frame (used by the benchmark).
+        """
+        p = self._param
+        fps = float(p("fps"))
+        try:
+            source = open_source(p("source"), width=p("width"), height=p("height"), fps=fps,
+                                 loop=p("loop"), passthrough=p("mjpeg_passthrough"))
+            source.open()
+        except SourceError as exc:
+            raise ConfigError(str(exc)) from exc
+        encoder = self._make_encoder()
+        self._loop = CaptureLoop(source, encoder, fps, self._publish, self.get_logger(),
+                                 on_finished=self._capture_finished)
+        self.get_logger().info(
+            f"publishing {source.description} on {self._publisher.topic_name} at {fps:g} fps "
+            f"({encoder}, frame_id '{self._frame_id}')")
+        if run:
+            self._loop.start()
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            if self._loop.stop(5.0):
+                self._loop.source.close()
+            else:  # stuck in a device read: closing under it could crash; exit frees it
+                self.get_logger().warning("capture thread did not stop within 5 s")
+
+    @property
+    def capture_loop(self) -> Optional[CaptureLoop]:
+        return self._loop
+
+    @property
+    def stats(self):
+        return self._loop.stats if self._loop is not None else None
+
+    def _publish(self, data: bytes, frame: Frame) -> None:
+        """Capture thread: stamp = node clock now, minus the time since the frame's capture."""
+        if not self.context.ok():  # shutting down (Ctrl-C): nothing to publish to
+            return
+        msg = CompressedImage()
+        stamp = self.get_clock().now()
+        age = time.time() - frame.capture_time
+        if 0.0 < age < 1.0:
+            stamp = stamp - Duration(nanoseconds=int(age * 1e9))
+        msg.header.stamp = stamp.to_msg()
+        msg.header.frame_id = self._frame_id
+        msg.format = "jpeg"
+        msg.data = data
+        self._publisher.publish(msg)
+
+    def _capture_finished(self, code: int) -> None:
+        """Capture thread: hand the exit code to the executor thread."""
+        self._finished_code = code
+        self._wake.trigger()
+
+    def _on_capture_finished(self) -> None:
+        if self._finished_code is not None and not self.done.done():
+            self.done.set_result(self._finished_code)
+
+    def _log_stats(self) -> None:
+        s = self.stats
+        if s is not None:
+            self.get_logger().info(
+                f"{s.frames} frames sent, {s.skipped} late ticks skipped, source lost "
+                f"{s.lost}x, re-opened {s.reopens}x")
+
+    def destroy_node(self):
+        self.stop()
+        return super().destroy_node()
+
+
+def main(args=None) -> int:
+    """Entry point ``facerec_camera``: returns the process exit code (see module docstring)."""
+    rclpy.init(args=args)
+    node = None
+    code = EXIT_OK
+    try:
+        node = FacerecCamera()
+        node.start()
+        executor = rclpy.executors.SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin_until_future_complete(node.done)
+        if node.done.done():
+            code = node.done.result()
+    except (ParameterException, NameValidationException, ConfigError) as exc:
+        logger = node.get_logger() if node is not None else rclpy.logging.get_logger(NODE_NAME)
+        logger.error(f"{exc}")
+        code = EXIT_CONFIG
+    except (KeyboardInterrupt, ExternalShutdownException):
+        code = EXIT_OK
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
