@@ -124,7 +124,7 @@ SPECS: Tuple[ParamSpec, ...] = (
     ParamSpec("gallery.reference_file", "", "string",
               "JSON reference file of tagged photos imported at start-up (original format)",
               read_only=True),
-    ParamSpec("gallery.min_face_size", 60, "int",
+    ParamSpec("gallery.min_face_size", 40, "int",
               "enrollment: smallest accepted face (box width in pixels)", low=0, high=4096),
     ParamSpec("gallery.allow_conflicts", False, "bool",
               "enrollment: accept a face that already matches a different person"),

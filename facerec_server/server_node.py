@@ -337,8 +337,12 @@ class FacerecServer(Node):
         path = self.settings.reference_file
         if not path:
             return
-        from facerec_server.core.reference import import_reference
-        report = import_reference(self.gallery, path, self._enroller)
+        from facerec_server.core.reference import ReferenceError, import_reference
+        try:
+            report = import_reference(path, self._enroller, force=self.settings.allow_conflicts)
+        except ReferenceError as exc:
+            self.get_logger().error(f"reference file {path} not imported: {exc}")
+            return
         for line in report.lines():
             self.get_logger().info(f"reference file: {line}")
         self._sync.refresh(force=True)
