@@ -2,7 +2,9 @@
 
 Image messages follow cv_bridge's conventions exactly, so cv_bridge users and rviz read them:
 ``sensor_msgs/Image`` is ``bgr8`` with ``step = width * 3`` and ``is_bigendian = 0``;
-``sensor_msgs/CompressedImage.format`` is ``"jpeg"``, as ``cv2_to_compressed_imgmsg`` writes.
+``sensor_msgs/CompressedImage.format`` is ``"jpeg"``: what cv_bridge's
+``cv2_to_compressed_imgmsg(img, dst_format="jpeg")`` writes (its default spelling is "jpg";
+cv_bridge's ``compressed_imgmsg_to_cv2`` decodes either, as it ignores the string).
 """
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ def image_msg(header, image_bgr: np.ndarray) -> Image:
 
 
 def compressed_msg(header, jpeg: bytes) -> CompressedImage:
-    """JPEG bytes -> sensor_msgs/CompressedImage with format "jpeg" (cv_bridge's spelling)."""
+    """JPEG bytes -> sensor_msgs/CompressedImage with format "jpeg"."""
     msg = CompressedImage()
     msg.header = header
     msg.format = "jpeg"

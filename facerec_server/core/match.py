@@ -1,0 +1,128 @@
+"""Nearest-neighbour matching of face descriptors against an in-memory gallery.
+
+Distances are Euclidean between 128-D descriptors. A face is known when its nearest gallery
+sample is closer than ``threshold`` (strictly); the nearest sample's name wins (one person may
+have many samples). Confidence follows :class:`facerec_server.core.types.Match`.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from .types import Match
+
+DESCRIPTOR_SIZE = 128
+
+
+def confidence(distance: float, threshold: float) -> float:
+    """``clip(1 - distance / (2 * threshold), 0, 1)`` if ``distance < threshold`` else 0."""
+    if not distance < threshold:
+        return 0.0
+    return float(min(1.0, max(0.0, 1.0 - distance / (2.0 * threshold))))
+
+
+def as_descriptors(descriptors, what: str = "descriptors") -> np.ndarray:
+    """(N, 128) float64 array from an array/list; a single (128,) becomes (1, 128)."""
+    array = np.asarray(descriptors, dtype=np.float64)
+    if array.ndim == 1 and array.size == DESCRIPTOR_SIZE:
+        array = array.reshape(1, DESCRIPTOR_SIZE)
+    if array.size == 0:
+        return np.zeros((0, DESCRIPTOR_SIZE))
+    if array.ndim != 2 or array.shape[1] != DESCRIPTOR_SIZE:
+        raise ValueError(f"{what} must have shape (N, {DESCRIPTOR_SIZE}), got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{what} contain NaN or infinite values")
+    return array
+
+
+class Matcher:
+    """Thread-safe gallery + vectorised matcher.
+
+    The gallery is held as one immutable tuple ``(names, matrix, squared norms)`` that
+    :meth:`set_gallery` replaces in a single assignment, so :meth:`match` running in other
+    threads sees either the old or the new gallery, never a mix.
+    """
+
+    def __init__(self, threshold: float = 0.6) -> None:
+        self.threshold = threshold
+        self._gallery: Tuple[Tuple[str, ...], np.ndarray, np.ndarray] = self._build((), [])
+
+    @property
+    def threshold(self) -> float:
+        """Distance below which a face is known (Euclidean, >= 0)."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        value = float(value)
+        if not value >= 0.0 or math.isinf(value):
+            raise ValueError(f"threshold must be a finite number >= 0, got {value}")
+        self._threshold = value
+
+    @staticmethod
+    def _build(names: Sequence[str], descriptors):
+        names = tuple(str(n) for n in names)
+        matrix = as_descriptors(descriptors, "gallery descriptors")
+        if len(names) != matrix.shape[0]:
+            raise ValueError(f"{len(names)} names for {matrix.shape[0]} gallery descriptors")
+        if any(not n for n in names):
+            raise ValueError("gallery names must be non-empty ('' means unknown)")
+        matrix = matrix.copy()
+        matrix.setflags(write=False)
+        norms = np.einsum("ij,ij->i", matrix, matrix)
+        norms.setflags(write=False)
+        return names, matrix, norms
+
+    def set_gallery(self, names: Sequence[str], descriptors) -> None:
+        """Replace the gallery: ``names[i]`` labels row i of ``descriptors`` (N, 128).
+
+        Several rows may share a name. Raises ValueError for mismatched sizes, empty names
+        or non-finite values; the previous gallery stays in place then.
+        """
+        self._gallery = self._build(names, descriptors)
+
+    def clear(self) -> None:
+        """Empty the gallery: every face becomes unknown."""
+        self._gallery = self._build((), [])
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        """Sample names, one per gallery row."""
+        return self._gallery[0]
+
+    def __len__(self) -> int:
+        return len(self._gallery[0])
+
+    def distances(self, descriptors) -> np.ndarray:
+        """(M, N) Euclidean distances between M query descriptors and the N gallery rows."""
+        return self._distances(as_descriptors(descriptors), self._gallery)
+
+    @staticmethod
+    def _distances(queries: np.ndarray, gallery) -> np.ndarray:
+        _, matrix, norms = gallery
+        squared = (np.einsum("ij,ij->i", queries, queries)[:, None] + norms[None, :]
+                   - 2.0 * queries @ matrix.T)
+        return np.sqrt(np.maximum(squared, 0.0))
+
+    def match(self, descriptors) -> List[Match]:
+        """One :class:`Match` per query row of ``descriptors`` (M, 128), in order.
+
+        Unknown (name ``''``, confidence 0) when the nearest distance >= threshold; distance
+        ``inf`` when the gallery is empty.
+        """
+        queries = as_descriptors(descriptors)
+        gallery, threshold = self._gallery, self._threshold  # one consistent snapshot
+        names = gallery[0]
+        if not names:
+            return [Match("", float("inf"), 0.0) for _ in range(queries.shape[0])]
+        table = self._distances(queries, gallery)
+        nearest = np.argmin(table, axis=1)
+        result = []
+        for row, index in enumerate(nearest):
+            distance = float(table[row, index])
+            known = distance < threshold
+            result.append(Match(names[index] if known else "", distance,
+                                confidence(distance, threshold)))
+        return result

