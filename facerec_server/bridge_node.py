@@ -1,0 +1,344 @@
+"""facerec_bridge: the secure websocket bridge for devices without ROS, as a ROS 2 node.
+
+A thin host around :mod:`facerec_server.bridge` (ROS-free). Devices speaking the
+iot-facerecognition protocol connect over wss:// (see ``facerec-ws-camera``); their frames
+are recognised with the same face pipeline settings and the same gallery file as
+``facerec_server`` (``face.*``, ``gallery.path``, ``object_recognition.*`` parameters;
+people enrolled through the server's ``~/enroll`` are picked up within a second) and:
+
+* each client's frames are republished as ``sensor_msgs/CompressedImage`` on
+  ``~/clients/<sanitised_name>/image/compressed`` (frame_id = client name, stamp = receipt
+  time; best-effort depth-1 QoS, like the camera node) when ``bridge.publish_images``;
+* results go to ``~/faces`` (FaceArray) and ``~/objects`` (ObjectArray) with
+  ``source`` = client name, header = the frame's, only for the parts the client enabled;
+* bridge counters go to ``/diagnostics`` every ``diagnostics_period`` seconds.
+
+Faces run in face worker processes (``workers``), object models in a child process, one
+frame per client at a time (latest-frame semantics); the event loop runs in its own thread.
+``bridge.*`` parameters are read-only (restart the node to change them).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import threading
+from typing import Dict, Optional
+
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType, SetParametersResult)
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage
+from std_msgs.msg import Header
+
+from facerec_msgs.msg import FaceArray, ObjectArray
+from facerec_server import conversions, params
+from facerec_server.bridge import (BridgeConfig, BridgeConfigError, BridgeServer, BridgeThread,
+                                   ClientSettings, UndecodableFrame)
+from facerec_server.bridge.protocol import sanitize_name
+from facerec_server.core import face_workers
+from facerec_server.core.gallery import Gallery, GalleryError, GalleryMatcherSync
+from facerec_server.core.images import ImageDecodeError, decode_image
+from facerec_server.core.match import Matcher
+from facerec_server.core.models import ModelError
+from facerec_server.object_runner import ObjectRunner
+from facerec_server.settings import ServerSettings, resolve_model_paths
+
+NODE_NAME = "facerec_bridge"
+AUTH = ("token", "mtls", "none")
+
+BRIDGE_SPECS = (
+    params.ParamSpec("bridge.host", "0.0.0.0", "string",
+                     "address the wss:// server binds to", read_only=True),
+    params.ParamSpec("bridge.port", 50000, "int", "TCP port (50000 as the original)",
+                     low=0, high=65535, read_only=True),
+    params.ParamSpec("bridge.certfile", "", "string",
+                     "PEM certificate chain (required: TLS always). Make a test pair with "
+                     "`python3 -m facerec_server.bridge.certs --out-dir DIR --host NAME`",
+                     read_only=True),
+    params.ParamSpec("bridge.keyfile", "", "string", "PEM private key (required)",
+                     read_only=True),
+    params.ParamSpec("bridge.auth", "token", "string",
+                     "client authentication: token (bearer token), mtls (client "
+                     "certificate signed by bridge.ca_file) or none (explicit; warns)",
+                     choices=AUTH, read_only=True),
+    params.ParamSpec("bridge.tokens_file", "", "string",
+                     "file with one token per line, or name:token (auth=token)", read_only=True),
+    params.ParamSpec("bridge.ca_file", "", "string",
+                     "CA certificate(s) that sign client certificates (auth=mtls)",
+                     read_only=True),
+    params.ParamSpec("bridge.max_frame_size", 2 * 1024 * 1024, "int",
+                     "largest websocket message in bytes (bigger: closed with 1009)",
+                     low=1024, high=64 * 1024 * 1024, read_only=True),
+    params.ParamSpec("bridge.max_clients", 16, "int",
+                     "most connected clients (more: closed with 1013)", low=1, high=1024,
+                     read_only=True),
+    params.ParamSpec("bridge.max_message_rate", 60.0, "double",
+                     "messages/s per client, token bucket with 2 s burst (more: closed with "
+                     "1008); 0 = unlimited", low=0.0, high=10000.0, read_only=True),
+    params.ParamSpec("bridge.send_queue_size", 2, "int",
+                     "result sets queued per client before the stalest is dropped",
+                     low=1, high=64, read_only=True),
+    params.ParamSpec("bridge.publish_images", True, "bool",
+                     "republish client frames on ~/clients/<name>/image/compressed"),
+)
+
+# Server parameters that mean nothing here (no subscriptions, no overlays, no enrollment).
+_SERVER_ONLY = {"image_topics", "image_reliability", "max_frame_age", "annotated.jpeg_quality",
+                "gallery.reference_file", "gallery.min_face_size", "gallery.allow_conflicts"}
+SHARED_SPECS = tuple(s for s in params.SPECS if s.name not in _SERVER_ONLY)
+
+IMAGE_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT,
+                       history=HistoryPolicy.KEEP_LAST, depth=1,
+                       durability=DurabilityPolicy.VOLATILE)
+
+
+_KINDS = {"bool": ParameterType.PARAMETER_BOOL, "int": ParameterType.PARAMETER_INTEGER,
+          "double": ParameterType.PARAMETER_DOUBLE, "string": ParameterType.PARAMETER_STRING,
+          "string_array": ParameterType.PARAMETER_STRING_ARRAY,
+          "int_array": ParameterType.PARAMETER_INTEGER_ARRAY}
+
+
+def _descriptor(spec: params.ParamSpec) -> ParameterDescriptor:
+    desc = ParameterDescriptor(description=spec.description, type=_KINDS[spec.kind],
+                               read_only=spec.read_only)
+    if spec.choices:
+        desc.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.kind == "int" and spec.low is not None and spec.high is not None:
+        desc.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high),
+                                           step=1)]
+    if spec.kind == "double" and spec.low is not None and spec.high is not None:
+        desc.floating_point_range = [FloatingPointRange(from_value=float(spec.low),
+                                                        to_value=float(spec.high), step=0.0)]
+    return desc
+
+
+def _stamp(seconds: float) -> Time:
+    sec = int(math.floor(seconds))
+    return Time(sec=sec, nanosec=min(int((seconds - sec) * 1e9), 999_999_999))
+
+
+class FacerecBridge(Node):
+    def __init__(self, **node_kwargs):
+        super().__init__(NODE_NAME, **node_kwargs)
+        for spec in SHARED_SPECS + BRIDGE_SPECS:
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        ObjectRunner.declare_model_parameters(self)
+        self.settings = ServerSettings.from_values(self._values())
+        self.add_on_set_parameters_callback(self._parameters_callback)
+        config = self._bridge_config()  # BridgeConfigError: stop at start-up
+        config.validate()
+
+        self._model_paths = resolve_model_paths(self.settings)
+        self._matcher = Matcher(self.settings.face.threshold)
+        try:
+            self._start(config)
+        except BaseException:
+            self._cleanup()  # no orphaned worker processes when start-up fails half-way
+            raise
+
+    def _start(self, config: BridgeConfig) -> None:
+        self.gallery = Gallery(self.settings.gallery_path)
+        self._sync = GalleryMatcherSync(self.gallery, self._matcher)
+        self._sync.refresh(force=True)
+        self._pool = face_workers.FaceWorkerPool(max(1, self.settings.workers or 1))
+        self._pool.warmup(self.settings.face, self._model_paths)
+        self._recognizer = None
+        configs = self._object_configs()
+        if configs:
+            from facerec_server.core.object_scheduler import RecognizerProcess
+            self._recognizer = RecognizerProcess(configs)
+
+        self._faces_pub = self.create_publisher(FaceArray, "~/faces", 10)
+        self._objects_pub = self.create_publisher(ObjectArray, "~/objects", 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._image_pubs: Dict[str, object] = {}
+        self._pubs_lock = threading.Lock()
+
+        self.bridge = BridgeServer(config, self.process, on_frame=self._on_frame,
+                                   on_result=self._on_result, on_client=self._on_client)
+        self._thread = BridgeThread(self.bridge)
+        self._thread.start()  # OSError (port in use) propagates
+        self.create_timer(self.settings.diagnostics_period, self._diagnostics)
+        self.get_logger().info(
+            f"bridge on wss://{config.host}:{self.bridge.port} (auth={config.auth}), "
+            f"{self._pool.size} face worker(s), gallery {self.gallery.path} "
+            f"({len(self._matcher.names)} samples)")
+
+    # --- parameters ------------------------------------------------------------------------
+    def _values(self) -> dict:
+        values = params.defaults()
+        values.update({name: p.value for name, p in self._parameters.items()})
+        return values
+
+    def _bridge_config(self) -> BridgeConfig:
+        v = self._values()
+        return BridgeConfig(
+            host=v["bridge.host"], port=int(v["bridge.port"]),
+            certfile=v["bridge.certfile"] or None, keyfile=v["bridge.keyfile"] or None,
+            auth=v["bridge.auth"], tokens_file=v["bridge.tokens_file"] or None,
+            ca_file=v["bridge.ca_file"] or None, max_frame_size=int(v["bridge.max_frame_size"]),
+            max_clients=int(v["bridge.max_clients"]),
+            max_message_rate=float(v["bridge.max_message_rate"]),
+            send_queue_size=int(v["bridge.send_queue_size"]),
+            workers=max(1, self.settings.workers or 1),
+            default_settings=ClientSettings(
+                objects_enabled=self.settings.objects_enabled,
+                label_count=self.settings.label_count,
+                deterministic=self.settings.deterministic))
+
+    def _object_configs(self):
+        from facerec_server.core.objects import PARAMETER_PREFIX, configs_from_parameters
+        values = {name: p.value for name, p in self._parameters.items()
+                  if name.startswith(PARAMETER_PREFIX + ".")}
+        return configs_from_parameters(values)
+
+    def _parameters_callback(self, changes) -> SetParametersResult:
+        values = self._values()
+        for change in changes:
+            spec = params.BY_NAME.get(change.name)
+            reason = spec.validate(change.value) if spec is not None else None
+            if reason is not None:
+                return SetParametersResult(successful=False, reason=reason)
+            values[change.name] = change.value
+        try:
+            settings = ServerSettings.from_values(values)
+            model_paths = resolve_model_paths(settings)
+        except (ValueError, ModelError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        if hasattr(self, "_matcher"):  # after start-up
+            self.settings, self._model_paths = settings, model_paths
+            self._matcher.threshold = settings.face.threshold
+        return SetParametersResult(successful=True)
+
+    # --- the processor (bridge worker threads) -----------------------------------------------
+    def process(self, client_id: str, jpeg: bytes, client: ClientSettings):
+        settings = self.settings
+        faces, objects = [], []
+        try:
+            if client.faces_enabled and settings.face_enabled:
+                result, _ = self._pool.run(face_workers.job_analyse, settings.face,
+                                           self._model_paths, jpeg, "jpeg")
+                self._sync.refresh()
+                faces = result.faces
+                described = [f for f in faces if f.descriptor is not None]
+                if described:
+                    for face, match in zip(described, self._matcher.match(
+                            [f.descriptor for f in described])):
+                        face.name, face.distance, face.confidence = \
+                            match.name, match.distance, match.confidence
+            if client.objects_enabled and settings.objects_enabled \
+                    and self._recognizer is not None and client.label_count > 0:
+                objects = self._recognizer.recognize(
+                    decode_image(jpeg, "jpeg"), client.label_count, client.deterministic,
+                    settings.crops)
+        except ImageDecodeError as exc:
+            raise UndecodableFrame(str(exc)) from None
+        return faces, objects
+
+    # --- bridge callbacks (bridge event-loop thread) -------------------------------------------
+    def _header(self, name: str, stamp: float) -> Header:
+        return Header(stamp=_stamp(stamp), frame_id=name)
+
+    def _image_pub(self, name: str):
+        token = sanitize_name(name)
+        with self._pubs_lock:
+            pub = self._image_pubs.get(token)
+            if pub is None:
+                pub = self.create_publisher(CompressedImage,
+                                            f"~/clients/{token}/image/compressed", IMAGE_QOS)
+                self._image_pubs[token] = pub
+            return pub
+
+    def _on_client(self, name: str, connected: bool) -> None:
+        self.get_logger().info(f"client {name!r} {'connected' if connected else 'left'}")
+        if not connected:
+            with self._pubs_lock:
+                pub = self._image_pubs.pop(sanitize_name(name), None)
+            if pub is not None:
+                self.destroy_publisher(pub)
+
+    def _on_frame(self, name: str, jpeg: bytes, stamp: float) -> None:
+        if not self.get_parameter("bridge.publish_images").value:
+            return
+        pub = self._image_pub(name)
+        pub.publish(conversions.compressed_msg(self._header(name, stamp), jpeg))
+
+    def _on_result(self, name, stamp, faces, objects, processing_time) -> None:
+        header = self._header(name, stamp)
+        if faces is not None:
+            self._faces_pub.publish(conversions.face_array(
+                header, name, faces, processing_time, self.settings.publish_descriptors))
+        if objects is not None:
+            self._objects_pub.publish(conversions.object_array(header, name, objects,
+                                                               processing_time))
+
+    # --- diagnostics -------------------------------------------------------------------------
+    def _diagnostics(self) -> None:
+        stats = self.bridge.stats()
+        node = self.get_fully_qualified_name()
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        overall = DiagnosticStatus(name=f"{node}: bridge", hardware_id=node,
+                                   level=DiagnosticStatus.OK,
+                                   message=f"{stats['global']['clients']} client(s)")
+        overall.values = [KeyValue(key=k, value=str(v)) for k, v in stats["global"].items()]
+        msg.status.append(overall)
+        for name, counters in stats["clients"].items():
+            status = DiagnosticStatus(name=f"{node}: client {name}", hardware_id=node,
+                                      level=DiagnosticStatus.OK, message="ok")
+            errors = counters["decode_errors"] + counters["processing_errors"]
+            if errors:
+                status.level, status.message = DiagnosticStatus.WARN, f"{errors} bad frame(s)"
+            elif counters["frames_dropped"]:
+                status.message = "dropping frames (client faster than processing)"
+            status.values = [KeyValue(key=k, value=str(v)) for k, v in counters.items()]
+            msg.status.append(status)
+        self._diag_pub.publish(msg)
+
+    def _cleanup(self) -> None:
+        thread, self._thread = getattr(self, "_thread", None), None
+        if thread is not None:
+            thread.stop()
+        recognizer, self._recognizer = getattr(self, "_recognizer", None), None
+        if recognizer is not None:
+            recognizer.close()
+        pool, self._pool = getattr(self, "_pool", None), None
+        if pool is not None:
+            pool.shutdown()
+        gallery, self.gallery = getattr(self, "gallery", None), None
+        if gallery is not None:
+            gallery.close()
+
+    def destroy_node(self):
+        self._cleanup()
+        return super().destroy_node()
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node: Optional[FacerecBridge] = None
+    code = 0
+    try:
+        node = FacerecBridge()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (BridgeConfigError, ModelError, GalleryError, ValueError, OSError) as exc:
+        print(f"[{NODE_NAME}] cannot start: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
