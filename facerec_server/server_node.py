@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Dict, Optional
 
 import rclpy
+import rclpy.exceptions
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
@@ -36,6 +38,8 @@ from facerec_server.core.models import ModelError
 from facerec_server.core.overlay import draw_overlay
 from facerec_server.object_runner import ObjectRunner
 from facerec_server.settings import ServerSettings, resolve_model_paths
+
+FRAME_TIMEOUT = 120.0  # seconds a face worker may take for one frame before it is restarted
 
 _KINDS = {
     "bool": ParameterType.PARAMETER_BOOL,
@@ -73,7 +77,8 @@ def _image_qos(reliability: str) -> QoSProfile:
 class _Input:
     """One image input: its topic, worker thread, counters and newest object results."""
 
-    topic: str
+    configured: str  # as written in image_topics; ``topic`` becomes the resolved name
+    topic: str = ""
     stats: InputStats = field(default_factory=InputStats)
     worker: Optional[LatestWorker] = None
     objects: list = field(default_factory=list)
@@ -85,19 +90,38 @@ class FacerecServer(Node):
 
     def __init__(self, **node_kwargs):
         super().__init__("facerec_server", **node_kwargs)
-        for spec in params.SPECS:
-            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
-        self._objects_declared = ObjectRunner.declare_model_parameters(self)
-        self.settings = ServerSettings.from_values(self._values())
+        try:
+            self._start()
+        except BaseException:
+            self.destroy_node()  # stop whatever child processes already started
+            raise
+
+    def _start(self) -> None:
+        try:
+            for spec in params.SPECS:
+                self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            ObjectRunner.declare_model_parameters(self)
+        except rclpy.exceptions.ParameterException as exc:  # wrong type or out of range
+            raise ValueError(f"invalid parameter value: {exc}") from None
+        values = self._values()
+        for spec in params.SPECS:  # start-up values get the same checks as runtime changes
+            reason = spec.validate(values[spec.name])
+            if reason is not None:
+                raise ValueError(reason)
+        settings = ServerSettings.from_values(values)
+        # (settings, model paths) swap together: a frame reads one consistent pair.
+        self._snapshot = (settings, resolve_model_paths(settings))  # ModelError: stop here
         self.add_on_set_parameters_callback(self.parameters_callback)
 
-        self._model_paths = resolve_model_paths(self.settings)  # ModelError: stop at start-up
         self._matcher = Matcher(self.settings.face.threshold)
         self.gallery = Gallery(self.settings.gallery_path)  # GalleryError: stop at start-up
         self._sync = GalleryMatcherSync(self.gallery, self._matcher)
         self._sync.refresh(force=True)
         self._pool = face_workers.FaceWorkerPool(self.settings.pool_size())
-        self._pool.warmup(self.settings.face, self._model_paths)  # ModelError for bad files
+        try:
+            self._pool.warmup(self.settings.face, self._model_paths)  # ModelError: bad file
+        except face_workers.WorkerCrashed as exc:
+            raise ModelError(f"face workers could not load the models: {exc}") from None
         self._enroller = Enroller(self.gallery, _PoolDescriber(self), self._enroll_config())
         self._import_reference()
         self._objects = ObjectRunner(self, self._object_results_callback)
@@ -110,25 +134,30 @@ class FacerecServer(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         images_group = ReentrantCallbackGroup()
-        self._inputs: Dict[str, _Input] = {}
+        self._inputs: Dict[str, _Input] = {}  # by resolved topic name (the FaceArray source)
         qos = _image_qos(self.settings.image_reliability)
         for topic in self.settings.image_topics:
-            entry = _Input(topic)
-            entry.worker = LatestWorker(f"faces:{topic}",
+            entry = _Input(topic, topic)
+            subscription = self.create_subscription(
+                CompressedImage, topic, lambda msg, e=entry: self.image_callback(e, msg), qos,
+                callback_group=images_group)
+            entry.topic = subscription.topic_name
+            entry.worker = LatestWorker(f"faces:{entry.topic}",
                                         lambda msg, e=entry: self._process(e, msg),
                                         lambda exc, e=entry: self._worker_error(e, exc))
-            self._inputs[topic] = entry
-            self.create_subscription(CompressedImage, topic,
-                                     lambda msg, e=entry: self.image_callback(e, msg), qos,
-                                     callback_group=images_group)
+            self._inputs[entry.topic] = entry
+        self._capture_lock = threading.Lock()
 
-        services_group = MutuallyExclusiveCallbackGroup()
+        # Each service group holds at most one executor thread: a live capture (up to
+        # its timeout) never starves image callbacks, diagnostics or the other services.
         self.create_service(Enroll, "~/enroll", self.enroll_callback,
-                            callback_group=ReentrantCallbackGroup())
+                            callback_group=MutuallyExclusiveCallbackGroup())
+        services_group = MutuallyExclusiveCallbackGroup()
         self.create_service(Forget, "~/forget", self.forget_callback,
                             callback_group=services_group)
         self.create_service(ListFaces, "~/list_faces", self.list_faces_callback,
                             callback_group=services_group)
+        self._last_snapshot: Dict[str, dict] = {}
         self.create_timer(self.settings.diagnostics_period, self.diagnostics_callback)
         self.get_logger().info(
             f"ready: inputs {list(self._inputs)}, {self._pool.size} face worker process(es), "
@@ -136,8 +165,16 @@ class FacerecServer(Node):
             f"({len(self._matcher.names)} samples)")
 
     # --- parameters --------------------------------------------------------------------
+    @property
+    def settings(self) -> ServerSettings:
+        return self._snapshot[0]
+
+    @property
+    def _model_paths(self) -> dict:
+        return self._snapshot[1]
+
     def _values(self) -> dict:
-        return {name: value.value for name, value in self._parameters.items()}
+        return {name: p.value for name, p in self.get_parameters_by_prefix("").items()}
 
     def parameters_callback(self, changes) -> SetParametersResult:
         """Validate a batch of changes; apply all of them from the next frame, or none."""
@@ -153,11 +190,17 @@ class FacerecServer(Node):
         try:
             settings = ServerSettings.from_values(values)
             model_paths = resolve_model_paths(settings)
-        except (ValueError, ModelError) as exc:
+            changed = (model_paths, settings.face.detector) != \
+                (self._model_paths, self.settings.face.detector)
+            if changed:
+                # Load the new models once before accepting them: a corrupt file is refused
+                # here and the old value stays.
+                self._pool.run(face_workers.job_warmup, settings.face, model_paths,
+                               timeout=300.0)
+        except (ValueError, ModelError, face_workers.WorkerCrashed) as exc:
             self.get_logger().warning(f"refused {[c.name for c in changes]}: {exc}")
             return SetParametersResult(successful=False, reason=str(exc))
-        self.settings = settings
-        self._model_paths = model_paths
+        self._snapshot = (settings, model_paths)
         self._matcher.threshold = settings.face.threshold
         self._enroller.config = self._enroll_config()
         return SetParametersResult(successful=True)
@@ -181,7 +224,7 @@ class FacerecServer(Node):
 
     def _process(self, entry: _Input, msg: CompressedImage) -> None:
         """One frame of one input (worker thread): faces now, objects on their own schedule."""
-        settings = self.settings
+        settings, model_paths = self._snapshot
         age = self._age(msg)
         if settings.max_frame_age > 0 and age is not None and age > settings.max_frame_age:
             entry.stats.count("dropped_stale")
@@ -194,8 +237,8 @@ class FacerecServer(Node):
             return
         start = time.perf_counter()
         try:
-            result, shape = self._pool.run(face_workers.job_analyse, settings.face,
-                                           self._model_paths, data, msg.format)
+            result, _ = self._pool.run(face_workers.job_analyse, settings.face, model_paths,
+                                       data, msg.format, timeout=FRAME_TIMEOUT)
         except ImageDecodeError as exc:
             entry.stats.error("decode_errors", str(exc))
             self.get_logger().warning(f"{entry.topic}: dropped a frame: {exc}",
@@ -205,8 +248,9 @@ class FacerecServer(Node):
         faces = result.faces
         with_descriptors = [f for f in faces if f.descriptor is not None]
         if with_descriptors:
-            for face, match in zip(with_descriptors,
-                                   self._matcher.match([f.descriptor for f in with_descriptors])):
+            matches = self._matcher.match([f.descriptor for f in with_descriptors],
+                                          threshold=settings.face.threshold)
+            for face, match in zip(with_descriptors, matches):
                 face.name, face.distance, face.confidence = match.name, match.distance, \
                     match.confidence
         capture = entry.capture
@@ -249,30 +293,44 @@ class FacerecServer(Node):
 
     # --- diagnostics ---------------------------------------------------------------------
     def diagnostics_callback(self) -> None:
+        """Per input: totals since start, timings of the last period; WARN on new errors."""
+        node = self.get_fully_qualified_name()
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
-        for topic, entry in self._inputs.items():
+        for topic, entry in list(self._inputs.items()):
             snap = entry.stats.snapshot()
-            status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: {topic}",
-                                      hardware_id=self.get_fully_qualified_name())
-            dropped = snap["dropped_replaced"] + snap["dropped_stale"]
-            errors = snap["decode_errors"] + snap["errors"]
-            status.level = DiagnosticStatus.OK
-            status.message = "ok"
-            if errors:
+            snap["pool_restarts"] = self._pool.restarts
+            last = self._last_snapshot.get(topic) or {key: 0 for key in snap}
+            self._last_snapshot[topic] = snap
+
+            def grew(key):
+                return snap[key] - last.get(key, 0)
+
+            status = DiagnosticStatus(name=f"{node}: {topic}", hardware_id=node,
+                                      level=DiagnosticStatus.OK, message="ok")
+            if grew("decode_errors") + grew("errors"):
                 status.level, status.message = DiagnosticStatus.WARN, snap["last_error"][:200]
             elif snap["received"] == 0:
                 status.message = "no frames received yet"
-            elif dropped:
+            elif grew("dropped_stale"):
+                status.level = DiagnosticStatus.WARN
+                status.message = (f"dropping frames older than max_frame_age "
+                                  f"({self.settings.max_frame_age} s): is the camera's clock "
+                                  "synchronised with this machine's?")
+            elif grew("dropped_replaced"):
                 status.message = "dropping frames (input faster than processing)"
             status.values = [KeyValue(key=key, value=_fmt(value)) for key, value in snap.items()]
             msg.status.append(status)
-        msg.status.append(self._objects.diagnostic_status(self.get_fully_qualified_name()))
+        msg.status.append(self._objects.diagnostic_status(node))
         self._diag_pub.publish(msg)
 
     # --- services ------------------------------------------------------------------------
     def enroll_callback(self, request, response):
-        """Enroll from request.images, or capture from a live input when images is empty."""
+        """Enroll from request.images, or capture from a live input when images is empty.
+
+        Never raises: every failure becomes success=false with a message (an exception in
+        a service callback would stop the executor, and with it the node).
+        """
         try:
             if request.images:
                 images = [bytes(image.data) for image in request.images]
@@ -281,47 +339,61 @@ class FacerecServer(Node):
                     force=self.settings.allow_conflicts)
             else:
                 result = self._capture(request)
-        except GalleryError as exc:
-            response.success, response.message = False, f"gallery error: {exc}"
-            return response
-        if result.success:
-            self._sync.refresh(force=True)
-        response.success = bool(result.success)
-        response.message = result.message
-        response.samples_added = int(result.samples_added)
-        self.get_logger().info(f"enroll {request.name!r}: {result.message}")
+            if result.success:
+                self._sync.refresh(force=True)
+            response.success = bool(result.success)
+            response.message = result.message
+            response.samples_added = int(result.samples_added)
+        except Exception as exc:  # noqa: B902 - reported to the caller, node lives on
+            response.success, response.samples_added = False, 0
+            response.message = f"enrollment failed: {type(exc).__name__}: {exc}"
+        self.get_logger().info(f"enroll {request.name!r}: {response.message}")
         return response
+
+    def _find_input(self, name: str) -> Optional[_Input]:
+        """An input by resolved name, or by the name as configured in image_topics."""
+        if name in self._inputs:
+            return self._inputs[name]
+        for entry in self._inputs.values():
+            if entry.configured == name or entry.topic.lstrip("/") == name.lstrip("/"):
+                return entry
+        return None
 
     def _capture(self, request):
         from facerec_server.core.enroll import EnrollResult
-        topic = request.source or self.settings.image_topics[0]
-        entry = self._inputs.get(topic) or self._inputs.get(topic.lstrip("/"))
+        topic = request.source or next(iter(self._inputs))
+        entry = self._find_input(topic)
         if entry is None:
             return EnrollResult(False, f"refused: {topic!r} is not an input of this server "
                                 f"(inputs: {', '.join(self._inputs)}); nothing written")
-        if entry.capture is not None:
-            return EnrollResult(False, f"refused: a capture is already running on {topic}; "
-                                "nothing written")
+        if not self.settings.face_enabled:
+            return EnrollResult(False, "refused: face_recognition.enabled is false, so no "
+                                "frames are analysed; nothing written")
         try:
             session = self._enroller.capture(
                 request.name, samples=int(request.samples), timeout=float(request.timeout),
-                source=f"live:{topic}", force=self.settings.allow_conflicts)
+                source=f"live:{entry.topic}", force=self.settings.allow_conflicts)
         except ValueError as exc:
             return EnrollResult(False, f"refused: {exc}; nothing written")
-        entry.capture = session
+        with self._capture_lock:
+            if entry.capture is not None:
+                return EnrollResult(False, f"refused: a capture is already running on "
+                                    f"{entry.topic}; nothing written")
+            entry.capture = session
         try:
             session.wait()
         finally:
-            entry.capture = None
+            with self._capture_lock:
+                entry.capture = None
         return self._enroller.finish(session)
 
     def forget_callback(self, request, response):
         try:
             removed = self.gallery.forget(request.name)
-        except (GalleryError, ValueError) as exc:
-            response.success, response.message = False, str(exc)
+            self._sync.refresh(force=True)
+        except Exception as exc:  # noqa: B902 - reported to the caller, node lives on
+            response.success, response.message = False, f"{type(exc).__name__}: {exc}"
             return response
-        self._sync.refresh(force=True)
         response.samples_removed = int(removed)
         response.success = removed > 0
         response.message = (f"forgot {request.name!r} ({removed} samples)" if removed
@@ -329,7 +401,11 @@ class FacerecServer(Node):
         return response
 
     def list_faces_callback(self, request, response):
-        response.names, response.samples = conversions.names_and_counts(self.gallery.people())
+        try:
+            response.names, response.samples = conversions.names_and_counts(
+                self.gallery.people())
+        except Exception as exc:  # noqa: B902 - an empty answer, and the reason logged
+            self.get_logger().error(f"list_faces failed: {type(exc).__name__}: {exc}")
         return response
 
     # --- start-up helpers ----------------------------------------------------------------
@@ -349,7 +425,13 @@ class FacerecServer(Node):
 
     def destroy_node(self):
         """Stop workers and child processes; safe on a node whose start-up failed half-way."""
-        for entry in getattr(self, "_inputs", {}).values():
+        inputs = list(getattr(self, "_inputs", {}).values())
+        for entry in inputs:
+            if entry.capture is not None:
+                entry.capture.cancel()  # a waiting ~/enroll returns at once
+        for entry in inputs:
+            entry.worker.slot.close()
+        for entry in inputs:
             entry.worker.stop()
         if getattr(self, "_objects", None) is not None:
             self._objects.stop()
@@ -382,24 +464,27 @@ def _fmt(value) -> str:
 
 def main(args=None) -> int:
     rclpy.init(args=args)
-    node = None
-    code = 0
     try:
         node = FacerecServer()
-        executor = MultiThreadedExecutor(num_threads=4)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
     except (ModelError, GalleryError, ValueError) as exc:
         # A start-up problem the user must fix: say what and how, without a traceback.
         print(f"[facerec_server] cannot start: {exc}", file=sys.stderr)
-        code = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
         rclpy.try_shutdown()
-    return code
+        return 1
+    except KeyboardInterrupt:
+        rclpy.try_shutdown()
+        return 0
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        executor.shutdown(timeout_sec=2.0)
+        rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == "__main__":

@@ -78,13 +78,13 @@ def server(setup_dir, module_graph):
     assert proc.stop() == 0, proc.output()
 
 
-def _people(graph):
-    r = graph.call(ListFaces, f"{NODE}/list_faces", ListFaces.Request())
+def _people(graph, node=NODE):
+    r = graph.call(ListFaces, f"{node}/list_faces", ListFaces.Request())
     return dict(zip(r.names, r.samples))
 
 
-def _names_seen(graph, image, topic="camera/image/compressed", timeout=60):
-    results = graph.subscribe(FaceArray, f"{NODE}/faces")
+def _names_seen(graph, image, topic="camera/image/compressed", timeout=60, node=NODE):
+    results = graph.subscribe(FaceArray, f"{node}/faces")
     pub = graph.publisher(CompressedImage, topic, 1)
     data = jpeg(image)
     sent = set()
@@ -163,3 +163,33 @@ def test_cli_enrolls_while_the_server_runs(server, module_graph, setup_dir, mess
         time.sleep(0.5)
     assert _people(module_graph).get("lionel") == 1
     assert _names_seen(module_graph, messi) == ["lionel"]  # no restart needed
+
+
+def test_capture_does_not_block_other_inputs_and_shutdown_ends_it(setup_dir, module_graph,
+                                                                  astronaut, tmp_path):
+    """A capture waiting on a silent input; the other input keeps getting results; SIGINT
+    during the capture ends the node promptly. (Its own node name and topics: the module's
+    server may still be running.)"""
+    node = "/facerec_server2"
+    proc = start_node("facerec_server.server_node", tmp_path, "server2", "facerec_server2", {
+        "gallery.path": str(tmp_path / "g.db"),
+        "image_topics": ["cam2/image/compressed", "silent/image/compressed"]},
+        extra_ros_args=["-r", "__node:=facerec_server2"])
+    try:
+        wait_for_service(module_graph, Enroll, f"{node}/enroll", proc, timeout=120)
+        client = module_graph.node.create_client(Enroll, f"{node}/enroll")
+        assert client.wait_for_service(timeout_sec=30)
+        future = client.call_async(Enroll.Request(name="nobody", source="silent/image/compressed",
+                                                  samples=5, timeout=60.0))
+        time.sleep(1.0)
+        seen = _names_seen(module_graph, astronaut, topic="cam2/image/compressed", timeout=30,
+                           node=node)
+        assert seen and set(seen) == {""}  # served meanwhile (unknown: the gallery is empty)
+        assert _people(module_graph, node) == {}  # list_faces answers during the capture too
+        assert not future.done()
+        started = time.monotonic()
+        code = proc.stop(timeout=20)
+        assert code == 0, proc.output()
+        assert time.monotonic() - started < 15
+    finally:
+        proc.stop()

@@ -114,7 +114,7 @@ def test_header_copied_from_image(server, module_graph, astronaut):
     sent, got = _recognise(module_graph, astronaut, frame_id="head_camera_optical")
     assert got.header.stamp == sent.header.stamp
     assert got.header.frame_id == "head_camera_optical"
-    assert got.source == "camera/image/compressed"
+    assert got.source == "/camera/image/compressed"  # the resolved input topic
     assert got.processing_time > 0
 
 
@@ -167,6 +167,8 @@ def test_threshold_change_applies_from_next_frame(server, module_graph, astronau
 def test_bad_frames_are_counted_and_the_node_lives_on(server, module_graph, astronaut):
     diagnostics = module_graph.subscribe(DiagnosticArray, "/diagnostics")
     pub = module_graph.publisher(CompressedImage, "camera/image/compressed", 10)
+    assert module_graph.wait_for_subscribers(pub)  # best effort: unmatched frames are lost
+    time.sleep(0.5)
     good = jpeg(astronaut)
     corrupted = good[: len(good) // 3] + bytes(200) + b"garbage"
     for data, fmt in ((corrupted, "jpeg"), (b"", "jpeg"), (b"\x00" * 64, "jpeg")):
@@ -176,7 +178,7 @@ def test_bad_frames_are_counted_and_the_node_lives_on(server, module_graph, astr
     def decode_errors(messages):
         for msg in reversed(messages):
             for status in msg.status:
-                if status.name.endswith(": camera/image/compressed"):
+                if status.name.endswith(": /camera/image/compressed"):
                     values = {kv.key: kv.value for kv in status.values}
                     return int(values["decode_errors"])
         return -1
@@ -258,4 +260,40 @@ def test_overload_keeps_latency_bounded(server, module_graph, astronaut):
     # No backlog: the delay at the end is about one frame's processing, not growing with time.
     assert last < first + 1.0 + 2 * processing, (first, last, processing)
     assert last < 3.0, (first, last, processing)
+    module_graph.node.destroy_publisher(pub)
+
+
+def test_corrupt_model_file_refused_at_runtime_and_the_node_lives_on(
+        server, module_graph, astronaut, tmp_path):
+    corrupt = tmp_path / "dlib_face_recognition_resnet_model_v1.dat"
+    corrupt.write_bytes(bytes(range(256)) * 64)
+    [result] = set_parameters(module_graph, NODE, {"face.models.recognition": str(corrupt)})
+    assert not result.successful
+    assert str(corrupt) in result.reason
+    request = Enroll.Request(name="eileen", images=[CompressedImage(format="jpeg",
+                                                                    data=jpeg(astronaut))])
+    response = module_graph.call(Enroll, f"{NODE}/enroll", request, timeout=120)
+    assert response.samples_added in (0, 1) and response.message  # answered, node alive
+    assert server.alive()
+    _, got = _recognise(module_graph, np.ascontiguousarray(astronaut[:, ::-1]))
+    assert any(f.name == "eileen" for f in got.faces)
+
+
+def test_diagnostics_recover_to_ok_after_errors(server, module_graph, astronaut):
+    diagnostics = module_graph.subscribe(DiagnosticArray, "/diagnostics")
+    pub = module_graph.publisher(CompressedImage, "camera/image/compressed", 1)
+    assert module_graph.wait_for_subscribers(pub)  # best effort: unmatched frames are lost
+    time.sleep(0.5)
+    pub.publish(compressed(module_graph, b"not an image"))
+    time.sleep(1.0)
+    data = jpeg(astronaut)
+
+    def ok_after_warn(messages):
+        levels = [ord(s.level) if isinstance(s.level, bytes) else s.level
+                  for m in messages for s in m.status
+                  if s.name.endswith(": /camera/image/compressed")]
+        return 1 in levels and levels[-1] == 0  # WARN for the bad frame, then OK again
+
+    assert publish_until(module_graph, pub, lambda: compressed(module_graph, data),
+                         diagnostics, ok_after_warn, timeout=30)
     module_graph.node.destroy_publisher(pub)

@@ -68,7 +68,7 @@ def test_mmod_face_model_and_classifier_publish_sorted_objects(object_server, mo
     ok, msgs = _objects_for(module_graph, astronaut, _with("face"))
     assert ok, object_server.output()[-3000:]
     msg = next(m for m in msgs if any(o.label == "face" for o in m.objects))
-    assert msg.source == "camera/image/compressed"
+    assert msg.source == "/camera/image/compressed"
     scores = [o.score for o in msg.objects]
     assert scores == sorted(scores, reverse=True)
     assert len(msg.objects) <= 5

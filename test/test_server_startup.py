@@ -22,13 +22,8 @@ def _run_server(tmp_path, values, timeout=120):
 
 def test_missing_model_file_stops_startup_with_a_clear_message(tmp_path):
     missing = tmp_path / "nowhere" / "shape_predictor_5_face_landmarks.dat"
-    # The file check of the parameter refuses it at declaration time too, so write it, then
-    # remove it: the start-up check must name it either way.
-    missing.parent.mkdir()
-    missing.write_bytes(b"x")
     values = {"gallery.path": str(tmp_path / "g.db"),
               "face.models.shape_predictor": str(missing)}
-    missing.unlink()
     result = _run_server(tmp_path, values)
     assert result.returncode != 0
     err = result.stderr + result.stdout
@@ -94,9 +89,9 @@ def test_two_inputs_are_served_concurrently_on_two_cores(tmp_path, graph, astron
         by_source = {}
         for msg in results.messages:
             by_source.setdefault(msg.source, []).append(msg)
-        assert set(by_source) == {"left/image/compressed", "right/image/compressed"}
-        assert all(m.header.frame_id == "left" for m in by_source["left/image/compressed"])
-        assert all(m.header.frame_id == "right" for m in by_source["right/image/compressed"])
+        assert set(by_source) == {"/left/image/compressed", "/right/image/compressed"}
+        assert all(m.header.frame_id == "left" for m in by_source["/left/image/compressed"])
+        assert all(m.header.frame_id == "right" for m in by_source["/right/image/compressed"])
         # Both worker processes computed (each input got its own core's worth of work).
         used = {pid: _cpu_seconds(pid) - before[pid] for pid in workers if pid in before}
         busy = [pid for pid, secs in used.items() if secs > 2.0]
@@ -110,3 +105,44 @@ def test_proc_helper_reports_exit(tmp_path):
     proc = Proc([sys.executable, "-c", "import sys; sys.exit(3)"], tmp_path, "dead")
     proc.popen.wait(10)
     assert not proc.alive() and proc.stop() == 3
+
+
+@pytest.mark.parametrize("values, expected", [
+    ({"image_topics": ["a/image", "a/image"]}, "twice"),
+    ({"image_topics": [""]}, "image_topics"),
+    ({"image_reliability": "bogus"}, "image_reliability"),
+    ({"max_frame_age": 1}, "max_frame_age"),          # an integer where a double is declared
+    ({"face.jitter": 1000}, "face.jitter"),
+])
+def test_invalid_startup_values_stop_with_a_reason(tmp_path, values, expected):
+    result = _run_server(tmp_path, dict(values, **{"gallery.path": str(tmp_path / "g.db")}))
+    err = result.stderr + result.stdout
+    assert result.returncode == 1, err[-2000:]
+    assert "cannot start" in err and expected in err
+    assert "Traceback" not in err
+
+
+def _descendants(pid: int):
+    found, todo = [], [pid]
+    while todo:
+        for kid in _children(todo.pop()):
+            found.append(kid)
+            todo.append(kid)
+    return found
+
+
+def test_sigkilled_server_leaves_no_worker_processes(tmp_path, graph):
+    proc = start_node("facerec_server.server_node", tmp_path, "server", "facerec_server", {
+        "gallery.path": str(tmp_path / "g.db"), "workers": 2})
+    wait_for_service(graph, ListFaces, "/facerec_server/list_faces", proc)
+    workers = _descendants(proc.popen.pid)
+    assert len(workers) >= 2, workers
+    proc.popen.kill()
+    proc.popen.wait(10)
+    deadline = time.monotonic() + 20
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")
+                 and open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] != "Z"]
+    assert not alive, f"orphaned worker processes: {alive}"

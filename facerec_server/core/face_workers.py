@@ -19,6 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Dict, List, Optional, Tuple
 
 from facerec_server.core.images import decode_image
+from facerec_server.core.processes import worker_init
 
 # --- worker process side ------------------------------------------------------------------
 _STATE: Optional[Tuple[Any, Any]] = None  # (FacePipeline, model_paths) of this process
@@ -86,28 +87,54 @@ class FaceWorkerPool:
 
     def _new_executor(self) -> concurrent.futures.ProcessPoolExecutor:
         return concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.size, mp_context=multiprocessing.get_context("spawn"))
+            max_workers=self.size, mp_context=multiprocessing.get_context("spawn"),
+            initializer=worker_init)
+
+    def _restart(self, executor) -> None:
+        with self._lock:
+            if self._executor is executor:
+                for process in list(getattr(executor, "_processes", {}).values()):
+                    process.kill()  # a hung worker would otherwise keep its core busy
+                executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = self._new_executor()
+                self.restarts += 1
 
     def run(self, fn, *args, timeout: Optional[float] = None):
-        """Run ``fn(*args)`` in a worker and return its result (exceptions propagate)."""
+        """Run ``fn(*args)`` in a worker and return its result (exceptions propagate).
+
+        A worker that dies, or does not answer within ``timeout`` seconds, restarts the
+        pool and raises :class:`WorkerCrashed`.
+        """
         with self._lock:
             executor = self._executor
         try:
             return executor.submit(fn, *args).result(timeout)
         except BrokenProcessPool as exc:
-            with self._lock:
-                if self._executor is executor:
-                    executor.shutdown(wait=False, cancel_futures=True)
-                    self._executor = self._new_executor()
-                    self.restarts += 1
+            self._restart(executor)
             raise WorkerCrashed(f"a face worker process died ({exc}); pool restarted") from exc
+        except concurrent.futures.TimeoutError as exc:
+            self._restart(executor)
+            raise WorkerCrashed(f"a face worker did not answer within {timeout} s; "
+                                "pool restarted") from exc
 
     def warmup(self, config, model_paths, timeout: float = 300.0) -> List[int]:
-        """Start every worker and load its models; raises the first worker's error."""
+        """Start every worker and load its models; raises the first worker's error.
+
+        ModelError from a worker propagates; a crash or time-out becomes WorkerCrashed.
+        """
         with self._lock:
             executor = self._executor
         futures = [executor.submit(job_warmup, config, model_paths) for _ in range(self.size)]
-        return [f.result(timeout) for f in futures]
+        try:
+            return [f.result(timeout) for f in futures]
+        except BrokenProcessPool as exc:
+            self._restart(executor)
+            raise WorkerCrashed(f"a face worker process died while loading models ({exc})") \
+                from exc
+        except concurrent.futures.TimeoutError as exc:
+            self._restart(executor)
+            raise WorkerCrashed(f"face workers did not load their models within {timeout} s") \
+                from exc
 
     def shutdown(self) -> None:
         with self._lock:

@@ -7,7 +7,7 @@ have many samples). Confidence follows :class:`facerec_server.core.types.Match`.
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple
+from typing import Optional, List, Sequence, Tuple
 
 import numpy as np
 
@@ -106,14 +106,16 @@ class Matcher:
                    - 2.0 * queries @ matrix.T)
         return np.sqrt(np.maximum(squared, 0.0))
 
-    def match(self, descriptors) -> List[Match]:
+    def match(self, descriptors, threshold: Optional[float] = None) -> List[Match]:
         """One :class:`Match` per query row of ``descriptors`` (M, 128), in order.
 
         Unknown (name ``''``, confidence 0) when the nearest distance >= threshold; distance
-        ``inf`` when the gallery is empty.
+        ``inf`` when the gallery is empty. ``threshold`` overrides the matcher's own for this
+        call (a caller holding a settings snapshot passes its value).
         """
         queries = as_descriptors(descriptors)
-        gallery, threshold = self._gallery, self._threshold  # one consistent snapshot
+        gallery = self._gallery  # one consistent snapshot
+        threshold = self._threshold if threshold is None else float(threshold)
         names = gallery[0]
         if not names:
             return [Match("", float("inf"), 0.0) for _ in range(queries.shape[0])]

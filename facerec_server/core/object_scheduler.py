@@ -171,6 +171,8 @@ class ObjectScheduler:
 
 def _serve(conn, configs, nice: int) -> None:
     """Child process: load the models, then answer (image, settings) requests."""
+    from .processes import worker_init
+    worker_init()
     if nice:
         try:
             os.nice(nice)
