@@ -53,6 +53,7 @@ setup(
             "facerec-ws-camera = facerec_camera.ws_client:main",
             "facerec-bridge-certs = facerec_server.bridge.certs:main",
             "facerec-eval = facerec_server.eval.cli:main",
+            "facerec_demo = facerec_server.tools.demo:main",
         ],
     },
 )

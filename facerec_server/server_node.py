@@ -280,6 +280,8 @@ class FacerecServer(Node):
                 msg.header, encode_jpeg(image, settings.annotated_quality)))
 
     def _worker_error(self, entry: _Input, exc: BaseException) -> None:
+        if not self.context.ok():
+            return  # shutting down: a frame in flight could not be published; not an error
         entry.stats.error("errors", f"{type(exc).__name__}: {exc}")
         self.get_logger().error(f"{entry.topic}: frame failed: {type(exc).__name__}: {exc}",
                                 throttle_duration_sec=5.0)

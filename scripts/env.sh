@@ -31,9 +31,12 @@ if [ "$_facerec_mode" = wheels ]; then
 fi
 if [ -z "${FACEREC_ENV_NO_INSTALL:-}" ]; then
     if [ -f "$_facerec_root/install/local_setup.bash" ]; then
-        # colcon's script assumes COLCON_CURRENT_PREFIX handling; it is bash-only.
+        # colcon's script reads unset variables: relax `set -u` while sourcing it.
+        case $- in *u*) _facerec_u=1; set +u ;; *) _facerec_u= ;; esac
         # shellcheck source=/dev/null
         source "$_facerec_root/install/local_setup.bash"
+        if [ -n "$_facerec_u" ]; then set -u; fi
+        unset _facerec_u
         # ament_python puts console scripts in lib/<pkg> (for `ros2 run`); put them on PATH too.
         export PATH="$_facerec_root/install/facerec/lib/facerec:$PATH"
     else
