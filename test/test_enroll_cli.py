@@ -1,0 +1,123 @@
+"""facerec-enroll as a subprocess (python -m facerec_server.enroll_cli) with real models."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import astronaut_path, messi_path
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(gallery, *args):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-m", "facerec_server.enroll_cli",
+                           "--gallery", str(gallery)] + [str(a) for a in args],
+                          env=env, capture_output=True, text=True, timeout=120)
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.fixture
+def photos(tmp_path, astronaut):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(astronaut_path(), folder / "astronaut.png")
+    cv2.imwrite(str(folder / "mirror.jpg"), np.ascontiguousarray(astronaut[:, ::-1]))
+    shutil.copy(messi_path(), folder / "messi.jpg")
+    cv2.imwrite(str(folder / "blank.png"), np.full((100, 100, 3), 90, np.uint8))
+    return folder
+
+
+def test_add_list_export_forget(tmp_path, photos):
+    gallery = tmp_path / "g" / "gallery.db"
+    code, out, err = run(gallery, "add", "alice", photos / "astronaut.png",
+                         photos / "mirror.jpg", photos / "blank.png", "--progress")
+    assert code == 0, err
+    assert "enrolled 2 samples for 'alice'" in out and "1 no face" in out
+    assert "blank.png: no face" in err  # per-image report
+    assert "] 3/3 blank.png" in err  # progress bar
+    code, out, err = run(gallery, "list")
+    assert code == 0 and out == "alice\t2\n"
+    assert json.loads(run(gallery, "list", "--json")[1]) == {"names": ["alice"],
+                                                             "samples": [2]}
+    code, out, err = run(gallery, "export")
+    assert code == 0, err
+    exported = json.loads(out)
+    samples = exported["people"][0]["samples"]
+    assert exported["people"][0]["name"] == "alice" and len(samples) == 2
+    assert len(samples[0]["descriptor"]) == 128
+    assert samples[0]["source"] == "cli:" + str(photos / "astronaut.png")
+    target = tmp_path / "export.json"
+    code, out, err = run(gallery, "export", "--output", target, "--no-descriptors")
+    assert code == 0 and out == "" and "wrote 1 people, 2 samples" in err
+    assert "descriptor" not in json.loads(target.read_text())["people"][0]["samples"][0]
+    code, out, err = run(gallery, "forget", "alice")
+    assert code == 0 and "removed 'alice' (2 samples)" in out
+    code, out, err = run(gallery, "forget", "alice")
+    assert code == 1 and "no person named 'alice'" in err
+    assert run(gallery, "list")[:2] == (0, "")
+
+
+def test_failures_exit_non_zero(tmp_path, photos):
+    gallery = tmp_path / "gallery.db"
+    code, out, err = run(gallery, "add", "nobody", photos / "blank.png", photos / "messi.jpg",
+                         tmp_path / "missing.jpg")
+    assert code == 1 and out == ""
+    assert "no usable face" in err and "messi.jpg: too small" in err
+    assert "missing.jpg: cannot read" in err
+    code, out, err = run(gallery, "add", "bad\tname", photos / "astronaut.png")
+    assert code == 1 and "control character" in err
+    assert run(gallery, "add", "alice", photos / "astronaut.png")[0] == 0
+    code, out, err = run(gallery, "add", "bob", photos / "mirror.jpg")
+    assert code == 1 and "looks like 'alice'" in err and "force" in err
+    assert run(gallery, "list")[1] == "alice\t1\n"
+    code, out, err = run(gallery, "add", "bob", photos / "mirror.jpg", "--force",
+                         "--upsample", "0")
+    assert code == 0, err
+    assert run(gallery, "list")[1] == "alice\t1\nbob\t1\n"
+    foreign = tmp_path / "notes.txt"
+    foreign.write_text("not a gallery\n" * 20)
+    code, out, err = run(foreign, "list")
+    assert code == 1 and "not a facerec gallery" in err
+    assert foreign.read_text() == "not a gallery\n" * 20
+    assert run(gallery)[0] == 2  # no command: usage error
+
+
+def test_add_folder_and_import_reference(tmp_path, photos):
+    people = tmp_path / "people"
+    for name, files in {"alice": ["astronaut.png", "mirror.jpg"], "messi": ["messi.jpg"],
+                        "empty": []}.items():
+        (people / name).mkdir(parents=True)
+        for file in files:
+            shutil.copy(photos / file, people / name / file)
+    (people / "notes.txt").write_text("ignored")
+    gallery = tmp_path / "gallery.db"
+    code, out, err = run(gallery, "add-folder", people, "--min-face-size", "30")
+    assert code == 1  # 'empty' has no photos
+    assert "empty: no .jpg/.jpeg/.png photos" in err and "2 of 3 people enrolled" in err
+    assert "enrolled 2 samples for 'alice'" in out and "enrolled 1 sample for 'messi'" in out
+    assert run(gallery, "list")[1] == "alice\t2\nmessi\t1\n"
+
+    reference = tmp_path / "reference.json"
+    reference.write_text(json.dumps([{"tag": "eileen", "photos": ["photos/astronaut.png"]},
+                                     {"tag": "ghost", "photos": "photos/nope.jpg"}]))
+    code, out, err = run(gallery, "import-reference", reference, "--force")
+    assert code == 1, err  # ghost's photo is missing
+    assert "imported photos/astronaut.png as 'eileen'" in out
+    assert "skipped photos/nope.jpg ('ghost'): cannot read" in err
+    assert run(gallery, "list")[1] == "alice\t2\neileen\t1\nmessi\t1\n"
+
+
+def test_cli_does_not_import_rclpy(tmp_path):
+    code = ("import sys; from facerec_server import enroll_cli; "
+            f"assert enroll_cli.main(['--gallery', {str(tmp_path / 'g.db')!r}, 'list']) == 0; "
+            "assert 'rclpy' not in sys.modules, 'rclpy imported'")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -1,0 +1,300 @@
+"""Gallery store: contents, validation, foreign/old/new files, several processes."""
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+from facerec_server.core.gallery import (APPLICATION_ID, SCHEMA_VERSION, ConflictError,
+                                         EnrollmentError, Gallery, GalleryError,
+                                         GalleryMatcherSync, Sample)
+from facerec_server.core.match import Matcher
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _descriptors(count, seed, offset=0.0):
+    """Synthetic descriptors: far (>> 0.6) from those of another offset."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(scale=0.02, size=(count, 128)) + offset).astype(np.float32)
+
+
+def _child(code, *args, **kwargs):
+    """Start a Python child that runs ``code`` with this repository importable."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)] + [str(a) for a in args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **kwargs)
+
+
+@pytest.fixture
+def path(tmp_path):
+    return str(tmp_path / "sub" / "dir" / "gallery.db")
+
+
+def test_add_list_forget_matrix(path):
+    with Gallery(path) as gallery:
+        assert os.path.isfile(path)
+        assert gallery.people() == []
+        names, matrix = gallery.matrix()
+        assert names == [] and matrix.shape == (0, 128) and matrix.dtype == np.float32
+        alice = _descriptors(3, 1, 0.0)
+        bob = _descriptors(2, 2, 1.0)
+        assert gallery.add_samples("alice", alice, source="test") == 3
+        assert gallery.add_samples("bob", [Sample(d, score=1.5, chip=b"\xff\xd8jpeg")
+                                           for d in bob]) == 2
+        assert gallery.add_samples("alice", alice[:1] + 0.3, source="again") == 1
+        assert gallery.people() == [("alice", 4), ("bob", 2)]
+        names, matrix = gallery.matrix()
+        assert names == ["alice"] * 3 + ["bob"] * 2 + ["alice"]
+        assert matrix.dtype == np.float32 and matrix.shape == (6, 128)
+        np.testing.assert_array_equal(matrix[:3], alice)
+        np.testing.assert_array_equal(matrix[3:5], bob)
+        assert gallery.chips("bob") == [b"\xff\xd8jpeg"] * 2
+        assert gallery.sources() == {"test": ("alice", 3), "": ("bob", 2),
+                                     "again": ("alice", 1)}
+        exported = json.loads(json.dumps(gallery.export()))
+        assert [p["name"] for p in exported["people"]] == ["alice", "bob"]
+        assert exported["schema_version"] == SCHEMA_VERSION
+        assert exported["people"][1]["samples"][0]["score"] == 1.5
+        np.testing.assert_allclose(exported["people"][1]["samples"][0]["descriptor"], bob[0])
+        assert "descriptor" not in gallery.export(descriptors=False)["people"][0]["samples"][0]
+        assert gallery.forget("alice") == 4
+        assert gallery.forget("alice") == 0  # unknown: 0, not an error
+        assert gallery.people() == [("bob", 2)]
+        assert gallery.matrix()[0] == ["bob", "bob"]
+    with Gallery(path) as again:  # persisted
+        assert again.people() == [("bob", 2)]
+
+
+def test_conflict_check_and_force(path):
+    with Gallery(path) as gallery:
+        gallery.add_samples("alice", _descriptors(2, 1, 0.0))
+        token = gallery.change_token()
+        close_to_alice = _descriptors(1, 3, 0.0)
+        with pytest.raises(ConflictError, match="looks like 'alice'") as info:
+            gallery.add_samples("bob", np.vstack([_descriptors(1, 4, 1.0), close_to_alice]))
+        assert info.value.index == 1 and info.value.other == "alice"
+        assert gallery.people() == [("alice", 2)] and gallery.change_token() == token
+        assert gallery.add_samples("alice", close_to_alice) == 1  # same person: fine
+        assert gallery.add_samples("bob", close_to_alice, force=True) == 1
+        assert gallery.people() == [("alice", 3), ("bob", 1)]
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 65, "al\nice", "a\x00b", "tab\there",
+                                  "bidi\u202eevil", " alice", "alice "])
+def test_invalid_names_write_nothing(path, name):
+    with Gallery(path) as gallery:
+        gallery.add_samples("alice", _descriptors(1, 1))
+        before = (gallery.people(), gallery.change_token())
+        with pytest.raises(EnrollmentError) as info:
+            gallery.add_samples(name, _descriptors(1, 2, 1.0))
+        assert isinstance(info.value, ValueError) and str(info.value)
+        with pytest.raises(EnrollmentError):
+            gallery.forget(name)
+        assert (gallery.people(), gallery.change_token()) == before
+
+
+def test_valid_names(path):
+    with Gallery(path) as gallery:
+        for index, name in enumerate(["x" * 64, "Zoë Ångström", "李小龙", "o'brien-smith jr."]):
+            assert gallery.add_samples(name, _descriptors(1, index, index)) == 1
+        assert len(gallery.people()) == 4
+
+
+def test_bad_samples_write_nothing(path):
+    with Gallery(path) as gallery:
+        with pytest.raises(EnrollmentError, match="no samples"):
+            gallery.add_samples("alice", [])
+        with pytest.raises(EnrollmentError, match="128 values"):
+            gallery.add_samples("alice", [np.zeros(127)])
+        bad = np.zeros(128)
+        bad[5] = np.nan
+        with pytest.raises(EnrollmentError, match="NaN"):
+            gallery.add_samples("alice", [np.zeros(128), bad])
+        assert gallery.people() == [] and gallery.change_token() == 0
+
+
+def _set_pragma(path, pragma):
+    conn = sqlite3.connect(path)
+    conn.execute(pragma)
+    conn.commit()
+    conn.close()
+
+
+def _snapshot(path):
+    with open(path, "rb") as handle:
+        content = handle.read()
+    return content, sorted(os.listdir(os.path.dirname(path)))
+
+
+@pytest.mark.parametrize("version, word", [(SCHEMA_VERSION + 1, "newer"),
+                                           (SCHEMA_VERSION - 1, "older")])
+def test_other_schema_version_refused_untouched(path, version, word):
+    Gallery(path).close()
+    with Gallery(path) as gallery:
+        gallery.add_samples("alice", _descriptors(1, 1))
+    _set_pragma(path, f"PRAGMA user_version = {version}")
+    before = _snapshot(path)
+    with pytest.raises(GalleryError, match=f"schema version {version}, {word}"):
+        Gallery(path)
+    assert _snapshot(path) == before
+
+
+def test_foreign_files_refused_untouched(tmp_path):
+    cases = {}
+    foreign = str(tmp_path / "foreign.db")
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE people (name TEXT)")
+    conn.execute("INSERT INTO people VALUES ('x')")
+    conn.commit()
+    conn.close()
+    cases[foreign] = "SQLite database but not a facerec gallery"
+    other_app = str(tmp_path / "other_app.db")
+    _set_pragma(other_app, "PRAGMA application_id = 1234")
+    _set_pragma(other_app, "CREATE TABLE t (x)")
+    cases[other_app] = "not a facerec gallery"
+    text = tmp_path / "notes.db"
+    text.write_text("these are my notes, not a database\n" * 10)
+    cases[str(text)] = "not an SQLite database"
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    cases[str(empty)] = "not an SQLite database"
+    for target, message in cases.items():
+        before = _snapshot(target)
+        with pytest.raises(GalleryError, match=message):
+            Gallery(target)
+        assert _snapshot(target) == before, target
+
+
+def test_new_file_is_identified(path):
+    Gallery(path).close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    assert sorted(os.listdir(os.path.dirname(path))) == ["gallery.db"]  # no temp leftovers
+
+
+def test_threads_share_one_gallery(path):
+    gallery = Gallery(path)
+    errors = []
+
+    def writer(index):
+        try:
+            for round_ in range(5):
+                gallery.add_samples(f"t{index}", _descriptors(1, index * 10 + round_, index),
+                                    force=True)
+                gallery.people()
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert gallery.people() == [(f"t{i}", 5) for i in range(4)]
+    assert gallery.change_token() == 20
+    gallery.close()
+    with pytest.raises(GalleryError, match="closed"):
+        gallery.people()
+
+
+WRITER = """
+    import sys, time
+    import numpy as np
+    from facerec_server.core.gallery import Gallery
+    gallery = Gallery(sys.argv[1])
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for i in range(int(sys.argv[2])):
+        gallery.add_samples("w%d" % (i % 3), np.full((2, 128), i, np.float32), force=True)
+        time.sleep(0.005)
+    print("done", flush=True)
+"""
+
+
+def test_other_process_writes_while_this_one_reads(path):
+    gallery = Gallery(path)
+    gallery.add_samples("reader", _descriptors(1, 1, -5.0))
+    matcher = Matcher(0.6)
+    sync = GalleryMatcherSync(gallery, matcher, min_interval=0.0)
+    assert sync.refresh() is True and len(matcher) == 1
+    assert sync.refresh() is False  # nothing changed
+    token = gallery.change_token()
+    child = _child(WRITER, path, 60, stdin=subprocess.PIPE)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        reads = 0
+        while child.poll() is None:
+            names, matrix = gallery.matrix()
+            counts = dict(gallery.people())
+            # every read is a consistent snapshot of whole transactions (2 samples each)
+            assert len(names) == matrix.shape[0]
+            assert (len(names) - 1) % 2 == 0
+            assert all(counts.get(n, 0) >= 1 for n in set(names))
+            sync.refresh()
+            reads += 1
+        out, err = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 0, err
+    assert out.strip() == "done"
+    assert reads > 0
+    assert gallery.change_token() == token + 60
+    sync.refresh()  # the loop's last refresh may already have seen the final state
+    assert len(matcher) == 121
+    assert sync.refresh() is False
+    assert gallery.people() == [("reader", 1), ("w0", 40), ("w1", 40), ("w2", 40)]
+    gallery.close()
+
+
+def test_change_token_sees_other_process(path):
+    with Gallery(path) as gallery:
+        first = gallery.change_token()
+        child = _child("""
+            import sys
+            import numpy as np
+            from facerec_server.core.gallery import Gallery
+            with Gallery(sys.argv[1]) as gallery:
+                gallery.add_samples("other", np.ones((1, 128), np.float32))
+        """, path)
+        _, err = child.communicate(timeout=30)
+        assert child.returncode == 0, err
+        second = gallery.change_token()
+        assert second != first
+        child = _child("""
+            import sys
+            from facerec_server.core.gallery import Gallery
+            with Gallery(sys.argv[1]) as gallery:
+                assert gallery.forget("other") == 1
+        """, path)
+        _, err = child.communicate(timeout=30)
+        assert child.returncode == 0, err
+        assert gallery.change_token() not in (first, second)
+        assert gallery.people() == []
+
+
+def test_matcher_sync_rate_limit(path):
+    now = [0.0]
+    with Gallery(path) as gallery:
+        matcher = Matcher(0.6)
+        sync = GalleryMatcherSync(gallery, matcher, min_interval=1.0, clock=lambda: now[0])
+        assert sync.refresh()
+        gallery.add_samples("alice", _descriptors(1, 1))
+        assert not sync.refresh()  # checked less than 1 s ago
+        now[0] = 1.5
+        assert sync.refresh() and matcher.names == ("alice",)
+        gallery.forget("alice")
+        assert sync.refresh(force=True) and len(matcher) == 0

@@ -1,0 +1,76 @@
+"""SIGKILL at random moments never loses a committed sample nor half a transaction."""
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+from facerec_server.core.gallery import Gallery
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PER_ADD = 3  # samples per add_samples call: a kill must never leave a partial call
+
+ENROLLER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from facerec_server.core.gallery import Gallery
+    gallery = Gallery(sys.argv[1])
+    start = gallery.count()
+    rng = np.random.default_rng(int(sys.argv[2]))
+    print("started", flush=True)
+    for i in range(100000):
+        gallery.add_samples("person%d" % (i % 7), rng.normal(size=(PER_ADD, 128)), force=True,
+                            source="crash")
+        print("committed", start + (i + 1) * PER_ADD, flush=True)
+""").replace("PER_ADD", str(PER_ADD))
+
+
+def _last_committed(lines):
+    numbers = [int(line.split()[1]) for line in lines if line.startswith("committed ")]
+    return numbers[-1] if numbers else None
+
+
+def test_sigkill_never_loses_committed_samples(tmp_path):
+    path = str(tmp_path / "gallery.db")
+    Gallery(path).close()
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    rng = random.Random(1234)
+    floor = 0
+    kills = 0
+    deadline = time.monotonic() + 25.0
+    while kills < 12 and time.monotonic() < deadline:
+        child = subprocess.Popen([sys.executable, "-c", ENROLLER, path, str(kills)], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(child.stdout), daemon=True)
+        reader.start()
+        while not lines and child.poll() is None:  # wait until it writes
+            time.sleep(0.01)
+        assert lines and lines[0].strip() == "started", child.stderr.read()
+        time.sleep(rng.uniform(0.0, 0.4))  # then kill it at a random moment
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        reader.join(timeout=10)
+        child.stderr.close()
+        assert child.returncode == -signal.SIGKILL
+        kills += 1
+        last = _last_committed([line.strip() for line in lines])
+
+        with Gallery(path) as gallery:  # opens after every kill
+            count = gallery.count()
+            people = gallery.people()
+            names, matrix = gallery.matrix()
+        assert count >= (last if last is not None else floor)
+        assert count % PER_ADD == 0, "a transaction was half-written"
+        assert count >= floor  # nothing committed earlier disappeared
+        assert sum(n for _, n in people) == count == len(names) == matrix.shape[0]
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn.close()
+        floor = count
+    assert kills >= 10, f"only {kills} kills in the time budget"
+    assert floor > 0
