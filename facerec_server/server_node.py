@@ -190,8 +190,8 @@ class FacerecServer(Node):
         try:
             settings = ServerSettings.from_values(values)
             model_paths = resolve_model_paths(settings)
-            changed = (model_paths, settings.face.detector) != \
-                (self._model_paths, self.settings.face.detector)
+            changed = (model_paths, settings.face.detector, settings.face.embedder) != \
+                (self._model_paths, self.settings.face.detector, self.settings.face.embedder)
             if changed:
                 # Load the new models once before accepting them: a corrupt file is refused
                 # here and the old value stays.

@@ -48,7 +48,7 @@ class ServerSettings:
     def from_values(cls, v: Dict[str, Any]) -> "ServerSettings":
         """Build from {parameter name: value}; raises ValueError for an invalid combination."""
         face = FaceConfig(
-            detector="cnn" if v["face.detector"] == "cnn_opencv" else v["face.detector"],
+            detector=v["face.detector"], embedder=v["face.embedder"],
             upsample=int(v["face.upsample"]), detect_scale=float(v["face.detect_scale"]),
             chip_size=int(v["face.chip_size"]), padding=float(v["face.padding"]),
             jitter=int(v["face.jitter"]), threshold=float(v["face.threshold"]),
@@ -88,7 +88,7 @@ def resolve_model_paths(settings: ServerSettings) -> Dict[str, str]:
     """Absolute paths of the model files the settings need; ModelError names a missing one."""
     paths = ModelPaths.from_mapping(model_paths_of(settings))
     needed = ["shape_predictor", "recognition"]
-    if settings.face.detector == "cnn":
+    if settings.face.detector in ("cnn", "cnn_opencv"):
         needed.append("cnn_detector")
     resolved: Dict[str, Optional[str]] = {}
     for kind in MODEL_FILES:

@@ -297,3 +297,29 @@ def test_diagnostics_recover_to_ok_after_errors(server, module_graph, astronaut)
     assert publish_until(module_graph, pub, lambda: compressed(module_graph, data),
                          diagnostics, ok_after_warn, timeout=30)
     module_graph.node.destroy_publisher(pub)
+
+
+def test_implementations_switch_at_runtime_and_agree(server, module_graph, astronaut):
+    """face.embedder opencv (default) vs dlib give the same distance; the OpenCV MMOD
+    detector finds the same face."""
+    mirrored = np.ascontiguousarray(astronaut[:, ::-1])
+
+    def eileen():
+        _, got = _recognise(module_graph, mirrored)
+        return next(f for f in got.faces if f.name == "eileen")
+
+    default = eileen()
+    try:
+        [r] = set_parameters(module_graph, NODE, {"face.embedder": "dlib"})
+        assert r.successful, r.reason
+        with_dlib = eileen()
+        assert with_dlib.distance == pytest.approx(default.distance, abs=1e-4)
+        results = set_parameters(module_graph, NODE, {"face.detector": "cnn_opencv",
+                                                      "face.upsample": 0})
+        assert all(r.successful for r in results), [r.reason for r in results]
+        with_cnn = eileen()
+        assert _iou(_box(with_cnn), _box(default)) > 0.5
+        assert with_cnn.detection_score > 0.5  # MMOD confidence, not a HOG margin
+    finally:
+        set_parameters(module_graph, NODE, {"face.embedder": "opencv", "face.detector": "hog",
+                                            "face.upsample": 1})

@@ -21,14 +21,18 @@ from .match import Matcher
 from .models import ModelPaths
 from .types import Detection, FaceResult, FrameResult
 
-DETECTORS = ("hog", "cnn")
+DETECTORS = ("hog", "cnn", "cnn_opencv")
+EMBEDDERS = ("dlib", "opencv")
 
 
 @dataclass(frozen=True)
 class FaceConfig:
     """Face pipeline settings (all plain values, e.g. from ROS parameters).
 
-    detector: 'hog' (CPU-friendly) or 'cnn' (MMOD, more robust, much slower on CPU).
+    detector: 'hog' (CPU-friendly), 'cnn' (dlib's MMOD CNN: more robust, much slower on CPU)
+        or 'cnn_opencv' (the same MMOD network and file run by OpenCV DNN, same boxes).
+    embedder: 'dlib' (dlib's ResNet, the reference) or 'opencv' (the same network and file
+        run by OpenCV DNN: descriptors within 1e-6 of dlib's, several times faster).
     upsample: dlib upsample_num_times, 0..4; 1 finds faces down to ~40 px at ~4x the cost.
     detect_scale: (0, 1]; detection runs on the image resized by this factor.
     chip_size: aligned chip side in px (50..1000); 150 is what the dlib ResNet takes (other
@@ -41,6 +45,7 @@ class FaceConfig:
     """
 
     detector: str = "hog"
+    embedder: str = "dlib"
     upsample: int = 0
     detect_scale: float = 1.0
     chip_size: int = 150
@@ -60,6 +65,8 @@ class FaceConfig:
     def _problems(self):
         if self.detector not in DETECTORS:
             yield f"detector must be one of {DETECTORS}, got {self.detector!r}"
+        if self.embedder not in EMBEDDERS:
+            yield f"embedder must be one of {EMBEDDERS}, got {self.embedder!r}"
         if not _is_int(self.upsample) or not 0 <= self.upsample <= 4:
             yield f"upsample must be an integer within 0..4, got {self.upsample!r}"
         if not _is_number(self.detect_scale) or not 0.0 < self.detect_scale <= 1.0:
@@ -172,6 +179,10 @@ class FacePipeline:
         elif config.detector == "cnn":
             detector = CnnDetector(self.model_paths.cnn_detector, config.upsample,
                                    config.detect_scale)
+        elif config.detector == "cnn_opencv":
+            from facerec_server.dlibnet.mmod import OpenCVMmodDetector
+            detector = OpenCVMmodDetector(self.model_paths.cnn_detector, config.upsample,
+                                          config.detect_scale)
         else:
             detector = HogDetector(config.upsample, config.detect_scale)
         self._detectors[config.detector] = detector
@@ -186,6 +197,9 @@ class FacePipeline:
         if previous is not None:
             rebuild = getattr(previous, "with_settings", None)
             return rebuild(config.jitter) if rebuild else previous
+        if config.embedder == "opencv":
+            from facerec_server.dlibnet.embed import OpenCVEmbedder
+            return OpenCVEmbedder(self.model_paths.recognition, config.jitter)
         return DlibEmbedder(self.model_paths.recognition, config.jitter)
 
     def reconfigure(self, new_config: FaceConfig) -> FaceConfig:
@@ -205,7 +219,9 @@ class FacePipeline:
                 stages = stages._replace(detector=self._new_detector(new_config))
             if _changed(old.config, new_config, "chip_size", "padding"):
                 stages = stages._replace(aligner=self._new_aligner(new_config, old.aligner))
-            if _changed(old.config, new_config, "jitter"):
+            if _changed(old.config, new_config, "embedder"):
+                stages = stages._replace(embedder=self._new_embedder(new_config))
+            elif _changed(old.config, new_config, "jitter"):
                 stages = stages._replace(embedder=self._new_embedder(new_config, old.embedder))
             if self._loaded:
                 self._load_stages(stages)
