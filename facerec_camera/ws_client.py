@@ -269,7 +269,9 @@ class BridgeClient:
         now = time.time()
         result = Result(kind, tags, now)
         parts = self._expected_parts()
-        if self._in_flight and (not parts or kind == parts[-1]):
+        # The per-frame reply is the face result; object results come on the server's own
+        # schedule, so they free a frame slot only for a client that asked for objects only.
+        if self._in_flight and (not parts or kind == parts[0]):
             result.latency = time.monotonic() - self._in_flight.popleft()
             self._slot.set()
         self.stats.results += 1

@@ -11,17 +11,28 @@ people enrolled through the server's ``~/enroll`` are picked up within a second)
   time; best-effort depth-1 QoS, like the camera node) when ``bridge.publish_images``;
 * results go to ``~/faces`` (FaceArray) and ``~/objects`` (ObjectArray) with
   ``source`` = client name, header = the frame's, only for the parts the client enabled;
-* bridge counters go to ``/diagnostics`` every ``diagnostics_period`` seconds.
+* bridge counters go to ``/diagnostics`` every ``diagnostics_period`` seconds (plus
+  ``object_schedulers``: clients with an object scheduler).
 
-Faces run in face worker processes (``workers``), object models in a child process, one
-frame per client at a time (latest-frame semantics); the event loop runs in its own thread.
-``bridge.*`` parameters are read-only (restart the node to change them).
+Faces run in face worker processes (``workers``), one frame per client at a time
+(latest-frame semantics); the frame's reply (MESSAGE_TAG_FACE) carries faces only, so object
+models never delay it. Object models run in a child process, per client on its own
+latest-frame :class:`~facerec_server.core.object_scheduler.ObjectScheduler` at most
+``object_recognition.max_rate`` times per second (created on the client's first frame with
+objects enabled, removed when it leaves or is renamed), with the client's settings
+(label_count, deterministic) at the time of the run; results go to the client as
+MESSAGE_TAG_OBJECT on their own schedule (``BridgeServer.send_objects``) and to
+``~/objects`` with the stamp of the frame they were computed on. Flow control: clients that
+wait for one reply per frame must wait for the face reply (command 3); object replies
+(command 4) are not per frame. The event loop runs in its own thread. ``bridge.*``
+parameters are read-only (restart the node to change them).
 """
 from __future__ import annotations
 
 import math
 import sys
 import threading
+import time
 from typing import Dict, Optional
 
 import rclpy
@@ -44,6 +55,7 @@ from facerec_server.core import face_workers
 from facerec_server.core.gallery import Gallery, GalleryError, GalleryMatcherSync
 from facerec_server.core.images import ImageDecodeError, decode_image
 from facerec_server.core.match import Matcher
+from facerec_server.core.object_scheduler import ObjectScheduler
 from facerec_server.core.models import ModelError
 from facerec_server.object_runner import ObjectRunner
 from facerec_server.settings import ServerSettings, resolve_model_paths
@@ -148,6 +160,10 @@ class FacerecBridge(Node):
         self._pool = face_workers.FaceWorkerPool(max(1, self.settings.workers or 1))
         self._pool.warmup(self.settings.face, self._model_paths)
         self._recognizer = None
+        # client name -> its object scheduler; changed on the bridge's event loop thread only
+        self._object_schedulers: Dict[str, ObjectScheduler] = {}
+        self._objects_lock = threading.Lock()  # one object run at a time, checked under it
+        self._closing = False
         configs = self._object_configs()
         if configs:
             from facerec_server.core.object_scheduler import RecognizerProcess
@@ -217,8 +233,10 @@ class FacerecBridge(Node):
 
     # --- the processor (bridge worker threads) -----------------------------------------------
     def process(self, client_id: str, jpeg: bytes, client: ClientSettings):
+        """Faces only: ``(faces, None)``. Objects run on the client's object scheduler
+        (see :meth:`_offer_objects`), so the face reply is never held up by them."""
         settings = self.settings
-        faces, objects = [], []
+        faces = []
         try:
             if client.faces_enabled and settings.face_enabled:
                 result, _ = self._pool.run(face_workers.job_analyse, settings.face,
@@ -231,14 +249,62 @@ class FacerecBridge(Node):
                             [f.descriptor for f in described])):
                         face.name, face.distance, face.confidence = \
                             match.name, match.distance, match.confidence
-            if client.objects_enabled and settings.objects_enabled \
-                    and self._recognizer is not None and client.label_count > 0:
-                objects = self._recognizer.recognize(
-                    decode_image(jpeg, "jpeg"), client.label_count, client.deterministic,
-                    settings.crops)
         except ImageDecodeError as exc:
             raise UndecodableFrame(str(exc)) from None
-        return faces, objects
+        return faces, None
+
+    # --- object recognition (per client scheduler threads) ------------------------------------
+    def _wants_objects(self, client: Optional[ClientSettings]) -> bool:
+        return (client is not None and client.objects_enabled and client.label_count > 0
+                and self.settings.objects_enabled and self._recognizer is not None)
+
+    def _offer_objects(self, name: str, jpeg: bytes, stamp: float) -> None:
+        """Bridge event loop thread: hand the frame to the client's scheduler (never blocks;
+        a newer frame replaces one still waiting)."""
+        if self._closing or not self._wants_objects(self.bridge.client_settings(name)):
+            return
+        scheduler = self._object_schedulers.get(name)
+        if scheduler is None:
+            scheduler = ObjectScheduler(
+                self.settings.objects_max_rate,
+                lambda frame: self._recognize_objects(name, scheduler, frame),
+                lambda out, frame_stamp: self._objects_done(name, frame_stamp, out),
+                on_error=self._objects_error, name=f"bridge-objects:{name}")
+            self._object_schedulers[name] = scheduler
+        scheduler.set_rate(self.settings.objects_max_rate)
+        scheduler.submit(jpeg, stamp)
+
+    def _recognize_objects(self, name: str, scheduler: ObjectScheduler, jpeg: bytes):
+        """Scheduler thread: ``(objects, elapsed)``, or None when the client left, was
+        renamed or no longer wants objects by the time its turn comes."""
+        with self._objects_lock:
+            recognizer, client = self._recognizer, self.bridge.client_settings(name)
+            if self._closing or recognizer is None \
+                    or self._object_schedulers.get(name) is not scheduler \
+                    or not self._wants_objects(client):
+                return None
+            started = time.perf_counter()
+            objects = recognizer.recognize(
+                decode_image(jpeg, "jpeg"), client.label_count, client.deterministic,
+                self.settings.crops)
+            return objects, time.perf_counter() - started
+
+    def _objects_done(self, name: str, stamp: float, out) -> None:
+        if out is None or self._closing:
+            return
+        objects, elapsed = out
+        self.bridge.send_objects(name, objects)  # dropped if the client left meanwhile
+        self._objects_pub.publish(conversions.object_array(self._header(name, stamp), name,
+                                                           objects, elapsed))
+
+    def _objects_error(self, exc: BaseException) -> None:
+        self.get_logger().warning(f"object recognition failed: {type(exc).__name__}: {exc}",
+                                  throttle_duration_sec=5.0)
+
+    def _drop_object_scheduler(self, name: str) -> None:
+        scheduler = self._object_schedulers.pop(name, None)
+        if scheduler is not None:
+            scheduler.stop(timeout=0)  # a run in flight finishes; its result is dropped
 
     # --- bridge callbacks (bridge event-loop thread) -------------------------------------------
     def _header(self, name: str, stamp: float) -> Header:
@@ -257,25 +323,26 @@ class FacerecBridge(Node):
     def _on_client(self, name: str, connected: bool) -> None:
         self.get_logger().info(f"client {name!r} {'connected' if connected else 'left'}")
         if not connected:
+            self._drop_object_scheduler(name)
             with self._pubs_lock:
                 pub = self._image_pubs.pop(sanitize_name(name), None)
             if pub is not None:
                 self.destroy_publisher(pub)
 
     def _on_frame(self, name: str, jpeg: bytes, stamp: float) -> None:
+        self._offer_objects(name, jpeg, stamp)
         if not self.get_parameter("bridge.publish_images").value:
             return
         pub = self._image_pub(name)
         pub.publish(conversions.compressed_msg(self._header(name, stamp), jpeg))
 
     def _on_result(self, name, stamp, faces, objects, processing_time) -> None:
-        header = self._header(name, stamp)
+        # objects is always None here (process() computes faces only): ~/objects is
+        # published by _objects_done
         if faces is not None:
             self._faces_pub.publish(conversions.face_array(
-                header, name, faces, processing_time, self.settings.publish_descriptors))
-        if objects is not None:
-            self._objects_pub.publish(conversions.object_array(header, name, objects,
-                                                               processing_time))
+                self._header(name, stamp), name, faces, processing_time,
+                self.settings.publish_descriptors))
 
     # --- diagnostics -------------------------------------------------------------------------
     def _diagnostics(self) -> None:
@@ -287,6 +354,8 @@ class FacerecBridge(Node):
                                    level=DiagnosticStatus.OK,
                                    message=f"{stats['global']['clients']} client(s)")
         overall.values = [KeyValue(key=k, value=str(v)) for k, v in stats["global"].items()]
+        overall.values.append(KeyValue(key="object_schedulers",
+                                       value=str(len(self._object_schedulers))))
         msg.status.append(overall)
         for name, counters in stats["clients"].items():
             status = DiagnosticStatus(name=f"{node}: client {name}", hardware_id=node,
@@ -301,9 +370,13 @@ class FacerecBridge(Node):
         self._diag_pub.publish(msg)
 
     def _cleanup(self) -> None:
+        self._closing = True
         thread, self._thread = getattr(self, "_thread", None), None
         if thread is not None:
             thread.stop()
+        schedulers = getattr(self, "_object_schedulers", {})
+        for name in list(schedulers):
+            schedulers.pop(name).stop(timeout=0)
         recognizer, self._recognizer = getattr(self, "_recognizer", None), None
         if recognizer is not None:
             recognizer.close()

@@ -304,6 +304,51 @@ def test_two_clients_get_only_what_they_asked_for(tls, face_pipeline, messi):
     run(scenario(), timeout=120)
 
 
+def test_send_objects_outside_the_reply_cycle(tls):
+    """A processor that returns objects=None: the frame's reply is faces only, and object
+    results go out when the host calls send_objects (from any thread), in the usual shape,
+    only to a connected client that enabled objects, cut to its label_count."""
+    objects = [ObjectResult("cat", 0.2), ObjectResult("dog", 0.9), ObjectResult("owl", 0.5)]
+
+    def faces_only(client_id, data, settings):
+        return [], None
+
+    async def scenario():
+        async with Bridge(config(tls), faces_only) as bridge:
+            server = bridge.server
+            async with open_client(tls, bridge) as a, open_client(tls, bridge) as b:
+                await announce(a, "wants-objects", label_count=2)
+                await announce(b, "no-objects", objects=False)
+                for ws in (a, b):
+                    assert await results_for(ws, RED, 1) == [{"command": 3, "context": []}]
+                    with pytest.raises(asyncio.TimeoutError):  # no per-frame object reply
+                        await asyncio.wait_for(ws.recv(), 0.3)
+                assert server.client_settings("wants-objects").label_count == 2
+                assert server.client_settings("nobody") is None
+                sent = await asyncio.to_thread(
+                    lambda: [server.send_objects(name, objects)
+                             for name in ("wants-objects", "no-objects", "nobody")])
+                assert sent == [True, True, False]
+                assert await recv_json(a) == {"command": 4, "context": [
+                    {"label": "dog", "prediction": 0.9}, {"label": "owl", "prediction": 0.5}]}
+                for ws in (a, b):
+                    with pytest.raises(asyncio.TimeoutError):
+                        await asyncio.wait_for(ws.recv(), 0.3)
+                # the client changes its mind: dropped at delivery time
+                await a.send('{"command": 5, "context": false}')
+                assert await recv_json(a) == {"command": 5, "context": False}
+                assert await asyncio.to_thread(server.send_objects, "wants-objects", objects)
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(a.recv(), 0.3)
+                assert server.stats()["clients"]["wants-objects"]["results_sent"] == 2
+            await until(lambda: not server.clients())
+            assert not server.send_objects("wants-objects", objects)  # gone
+        assert not server.send_objects("wants-objects", objects)  # bridge stopped
+        assert [r[3] for r in bridge.results] == [None, None]  # on_result: faces only
+        assert [r[2] for r in bridge.results] == [[], []]
+    run(scenario())
+
+
 # --- refused connections --------------------------------------------------------------------
 
 def test_refused_plain_ws_missing_and_wrong_token(tls, caplog):

@@ -1,16 +1,22 @@
-"""facerec_bridge as a real process: wss:// client in, ROS topics out (real DDS, real dlib)."""
+"""facerec_bridge as a real process: wss:// client in, ROS topics out (real DDS, real dlib).
+
+The node runs dlib's MMOD face detector as a (deliberately slow: seconds per frame on a CPU)
+object model, which must never delay a client's face replies."""
 import asyncio
 import json
 import socket
 import ssl
+import statistics
 import time
 
 import pytest
 import trustme
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CompressedImage
 from websockets.asyncio.client import connect
 
-from facerec_msgs.msg import FaceArray
+from facerec_msgs.msg import FaceArray, ObjectArray
+from facerec_server.core.models import default_model_path
 from rosutil import jpeg, start_node
 
 NODE = "/facerec_bridge"
@@ -56,7 +62,11 @@ def bridge(tmp_path_factory, astronaut):
         "bridge.host": "127.0.0.1", "bridge.port": port,
         "bridge.certfile": str(tmp / "server.pem"), "bridge.keyfile": str(tmp / "server.key"),
         "bridge.tokens_file": str(tmp / "tokens"), "gallery.path": str(tmp / "gallery.db"),
-        "face.upsample": 1, "workers": 1, "diagnostics_period": 0.5})
+        "face.upsample": 1, "workers": 1, "diagnostics_period": 0.5,
+        "object_recognition.models": ["slow"], "object_recognition.max_rate": 20.0,
+        "object_recognition.slow.type": "mmod", "object_recognition.slow.label": "face",
+        "object_recognition.slow.path": str(default_model_path("cnn_detector")),
+        "object_recognition.slow.max_side": 384})
     _wait_port(port, proc)
     context = ssl.create_default_context()
     ca.configure_trust(context)
@@ -103,6 +113,113 @@ def test_client_frames_and_results_are_published(bridge, graph, astronaut, messi
     image = images.messages[-1]
     assert image.header.frame_id == "Robot Cam" and image.format == "jpeg"
     assert bytes(image.data) in frames.values()
+
+
+async def _client(bridge, name, objects, label_count=5):
+    ws = await connect(f"wss://127.0.0.1:{bridge['port']}", ssl=bridge["context"],
+                       additional_headers={"Authorization": f"Bearer {TOKEN}"})
+    assert json.loads(await ws.recv()) == {"command": 9}
+    for text in (json.dumps({"command": 1, "context": name}),
+                 json.dumps({"command": 5, "context": objects}),
+                 json.dumps({"command": 6, "context": label_count})):
+        await ws.send(text)
+        await ws.recv()
+    return ws
+
+
+async def _until(predicate, timeout=20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
+
+
+async def _face_latencies(ws, frame, count, others):
+    """Send ``count`` frames one at a time, each after the previous face reply (command 3);
+    the face reply latencies. Other messages (object replies) are appended to ``others``."""
+    latencies = []
+    for _ in range(count):
+        start = time.monotonic()
+        await ws.send(frame)
+        while True:
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 60))
+            if reply["command"] == 3:
+                latencies.append(time.monotonic() - start)
+                break
+            others.append((time.monotonic(), reply))
+    return latencies
+
+
+def _object_schedulers(diagnostics) -> list:
+    return [int(v.value) for m in diagnostics.messages for s in m.status
+            if s.name.endswith(": bridge") for v in s.values if v.key == "object_schedulers"]
+
+
+def test_slow_object_model_does_not_delay_face_replies(bridge, graph, astronaut):
+    objects_topic = graph.subscribe(ObjectArray, f"{NODE}/objects")
+    diagnostics = graph.subscribe(DiagnosticArray, "/diagnostics")
+    frame = jpeg(astronaut)
+    frames = 6
+
+    async def scenario():
+        without_objects, with_objects = [], []
+        plain = await _client(bridge, "no-objects", False)
+        try:
+            await _face_latencies(plain, frame, 1, without_objects)  # warm-up
+            baseline = await _face_latencies(plain, frame, frames, without_objects)
+            started = time.time()
+            eager = await _client(bridge, "with-objects", True, label_count=3)
+            try:
+                loaded = await _face_latencies(eager, frame, frames, with_objects)
+                # object replies come on their own schedule; keep streaming until one with
+                # a face arrived and ~/objects delivered (DDS discovery takes a moment)
+                deadline = time.monotonic() + 180  # MMOD runs at nice 10: slow when busy
+                while time.monotonic() < deadline and not (any(
+                        m["command"] == 4 and m["context"] for _, m in with_objects) and any(
+                        a.objects for a in objects_topic.messages)):
+                    await _face_latencies(eager, frame, 1, with_objects)
+                # objects enabled for one client only: nothing for the other
+                await _face_latencies(plain, frame, 1, without_objects)
+                assert not without_objects
+                diagnostics.messages.clear()
+                assert await _until(lambda: 1 in _object_schedulers(diagnostics))
+            finally:
+                await eager.close()
+            # the scheduler goes with its client
+            diagnostics.messages.clear()
+            assert await _until(lambda: _object_schedulers(diagnostics)[-1:] == [0])
+        finally:
+            await plain.close()
+        return baseline, loaded, with_objects, started
+
+    baseline, loaded, with_objects, started = asyncio.run(scenario())
+    print(f"face reply latency without objects: {[round(t, 3) for t in baseline]}")
+    print(f"face reply latency with MMOD objects: {[round(t, 3) for t in loaded]}")
+    objects = [m for _, m in with_objects if m["command"] == 4]
+    assert [m["command"] for _, m in with_objects] == [4] * len(with_objects)
+    found = [m for m in objects if m["context"]]
+    assert found, f"no object results: {with_objects}"
+    for message in found:  # the original shape, sorted, at most label_count
+        assert all(set(tag) == {"label", "prediction"} for tag in message["context"])
+        assert 1 <= len(message["context"]) <= 3
+        assert message["context"][0]["label"] == "face"
+        predictions = [tag["prediction"] for tag in message["context"]]
+        assert predictions == sorted(predictions, reverse=True)
+    assert statistics.median(loaded) < 2 * statistics.median(baseline) + 0.3, \
+        (baseline, loaded)
+    # ~/objects: source = the client, stamped with the frame's receipt time
+    assert objects_topic.wait_for(lambda m: any(a.objects for a in m), 30)
+    published = [a for a in objects_topic.messages if a.objects]
+    assert {a.source for a in objects_topic.messages} == {"with-objects"}
+    durations = [a.processing_time for a in published]
+    print(f"MMOD object recognition time: {[round(t, 3) for t in durations]}")
+    for array in published:
+        stamp = array.header.stamp.sec + array.header.stamp.nanosec * 1e-9
+        assert array.header.frame_id == "with-objects"
+        assert started <= stamp <= time.time() and array.processing_time > 0
+        assert array.objects[0].label == "face"
 
 
 def test_refuses_to_start_without_certificate(tmp_path):

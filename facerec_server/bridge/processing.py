@@ -3,10 +3,13 @@
 A *processor* is a blocking callable, run by the bridge in a worker thread::
 
     processor(client_id: str, jpeg: bytes, settings: ClientSettings)
-        -> (faces: list[FaceResult], objects: list[ObjectResult])
+        -> (faces: list[FaceResult], objects: list[ObjectResult] | None)
 
 It must not compute a part the client disabled (``settings.faces_enabled`` /
-``settings.objects_enabled``); the bridge never calls it when both are off. It raises
+``settings.objects_enabled``); the bridge never calls it when both are off. ``objects`` may
+be None: the frame's reply then carries faces only and the host delivers object results on
+its own schedule with ``BridgeServer.send_objects`` (so a slow object model does not delay
+the face reply; ``facerec_server.bridge_node`` works this way). It raises
 :class:`UndecodableFrame` for a frame that is not a decodable image (counted as
 ``decode_errors``); any other exception is counted as ``processing_errors`` and logged.
 """
@@ -17,7 +20,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from .protocol import ClientSettings
 
-Processor = Callable[[str, bytes, ClientSettings], Tuple[Sequence, Sequence]]
+Processor = Callable[[str, bytes, ClientSettings], Tuple[Sequence, Optional[Sequence]]]
 
 
 class UndecodableFrame(ValueError):

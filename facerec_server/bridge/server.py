@@ -16,6 +16,15 @@ Per client:
 * a disabled part (faces / objects) is not computed; with both off frames are only
   relayed through ``on_frame``.
 
+Object results either come with the frame's reply (the processor returns them) or, when the
+processor returns ``objects=None``, from the host on their own schedule through the
+thread-safe :meth:`BridgeServer.send_objects` (``facerec_server.bridge_node`` does this so
+that a slow object model never delays face results). Flow control for clients that wait for
+one reply per frame: in the second mode the per-frame reply is MESSAGE_TAG_FACE (command 3)
+only; MESSAGE_TAG_OBJECT (command 4) replies are asynchronous, at most as often as the host
+runs object recognition, and are not tied to a particular frame. A client with faces
+disabled then gets no per-frame reply at all.
+
 Close codes: 1008 authentication failed or message rate exceeded, 1009 message too big
 (``max_frame_size``), 1013 too many clients (try again later). Malformed JSON, unknown
 commands, bad setting values and undecodable frames are logged (throttled) and counted;
@@ -38,7 +47,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, List, Optional, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import serve
@@ -248,7 +257,9 @@ class BridgeServer:
       processing, also for frames later dropped); ``stamp`` is ``time.time()`` at receipt;
     * ``on_result(client_name, stamp, faces, objects, processing_time)`` for every processed
       frame; ``stamp`` is that frame's receipt stamp; ``faces`` / ``objects`` are lists of
-      ``FaceResult`` / ``ObjectResult`` or None when that part is disabled for the client;
+      ``FaceResult`` / ``ObjectResult`` or None when that part is disabled for the client
+      (``objects`` is also None when the processor returned None: objects are then the
+      host's business, see :meth:`send_objects`; they are not reported here);
     * ``on_client(client_name, connected)`` when a client appears or goes; a rename is
       reported as the old name disconnecting and the new one connecting.
 
@@ -271,6 +282,7 @@ class BridgeServer:
         self._next_id = 0
         self._server = None
         self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -278,6 +290,7 @@ class BridgeServer:
         if self.config.auth == "none":
             LOG.warning("bridge authentication is DISABLED (auth=none): any client that "
                         "reaches %s:%s may stream frames", self.config.host, self.config.port)
+        self._loop = asyncio.get_running_loop()
         self._executor = concurrent.futures.ThreadPoolExecutor(
             self.config.workers, thread_name_prefix="bridge-proc")
         self._server = await serve(
@@ -297,6 +310,7 @@ class BridgeServer:
         return self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        self._loop = None  # send_objects() from now on: dropped
         if self._server is not None:
             self._server.close()  # closes connections with 1001 going away
             await self._server.wait_closed()
@@ -318,6 +332,31 @@ class BridgeServer:
         """Connected clients: name -> a copy of their settings."""
         return {s.name: s.settings.copy() for s in list(self._sessions.values())}
 
+    def client_settings(self, client_name: str) -> Optional[ClientSettings]:
+        """A copy of a connected client's current settings, or None (any thread)."""
+        session = self._session_named(client_name)
+        return session.settings.copy() if session is not None else None
+
+    def send_objects(self, client_name: str, objects: Sequence) -> bool:
+        """Send object results to a connected client outside the frame/reply cycle.
+
+        Thread-safe and non-blocking: the delivery is scheduled on the bridge's event loop.
+        There, like per-frame results, the objects are sorted by score and cut to the
+        client's ``label_count``, sent as MESSAGE_TAG_OBJECT (``[{"label", "prediction"}]``;
+        an empty list only with ``send_empty_results``) through the client's bounded result
+        queue (``results_dropped`` when it overflows). They are dropped when by then the
+        client has left (or was renamed) or has disabled objects. Returns False when nothing
+        was scheduled (bridge not running or no client of that name), else True.
+        """
+        loop = self._loop
+        if loop is None or self._session_named(client_name) is None:
+            return False
+        try:
+            loop.call_soon_threadsafe(self._deliver_objects, client_name, list(objects))
+        except RuntimeError:  # the loop has closed meanwhile
+            return False
+        return True
+
     def stats(self) -> Dict[str, dict]:
         """``{"global": {counter: n}, "clients": {name: {counter: n, principal, settings}}}``"""
         clients = {}
@@ -327,6 +366,22 @@ class BridgeServer:
         return {"global": dict(self._global, clients=len(clients)), "clients": clients}
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _session_named(self, name: str) -> Optional[_Session]:
+        for session in list(self._sessions.values()):
+            if session.name == name:
+                return session
+        return None
+
+    def _deliver_objects(self, client_name: str, objects: list) -> None:
+        """Event loop side of :meth:`send_objects`."""
+        session = self._session_named(client_name)
+        if session is None or not session.settings.objects_enabled:
+            return
+        objects = protocol_objects(objects, session.settings)
+        if objects or self.config.send_empty_results:
+            session.outbox.put_result([protocol.encode_reply(
+                Command.MESSAGE_TAG_OBJECT, protocol.object_tags(objects), session.legacy)])
 
     def _count(self, session: Optional[_Session], key: str, n: int = 1) -> None:
         self._global[key] += n
@@ -524,7 +579,8 @@ class BridgeServer:
                 continue
             self._count(session, "frames_processed")
             faces = list(faces) if settings.faces_enabled else None
-            objects = protocol_objects(objects, settings) if settings.objects_enabled else None
+            objects = protocol_objects(objects, settings) \
+                if settings.objects_enabled and objects is not None else None
             self._callback(session, self.on_result, session.name, stamp, faces, objects,
                            elapsed)
             messages = []
