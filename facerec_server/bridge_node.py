@@ -30,6 +30,7 @@ parameters are read-only (restart the node to change them).
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 import time
@@ -195,9 +196,9 @@ class FacerecBridge(Node):
         v = self._values()
         return BridgeConfig(
             host=v["bridge.host"], port=int(v["bridge.port"]),
-            certfile=v["bridge.certfile"] or None, keyfile=v["bridge.keyfile"] or None,
-            auth=v["bridge.auth"], tokens_file=v["bridge.tokens_file"] or None,
-            ca_file=v["bridge.ca_file"] or None, max_frame_size=int(v["bridge.max_frame_size"]),
+            certfile=_path(v["bridge.certfile"]), keyfile=_path(v["bridge.keyfile"]),
+            auth=v["bridge.auth"], tokens_file=_path(v["bridge.tokens_file"]),
+            ca_file=_path(v["bridge.ca_file"]), max_frame_size=int(v["bridge.max_frame_size"]),
             max_clients=int(v["bridge.max_clients"]),
             max_message_rate=float(v["bridge.max_message_rate"]),
             send_queue_size=int(v["bridge.send_queue_size"]),
@@ -390,6 +391,11 @@ class FacerecBridge(Node):
     def destroy_node(self):
         self._cleanup()
         return super().destroy_node()
+
+
+def _path(value: str):
+    """A file parameter: ``~`` expanded; empty means not set (None)."""
+    return os.path.expanduser(value) if value else None
 
 
 def main(args=None) -> int:

@@ -262,7 +262,7 @@ def test_config_validation_names_model_and_field(spec, field):
 def test_configs_from_ros_parameters():
     params = {
         "object_recognition.models": ["vehicles", "widgets", ""],
-        "object_recognition.rate_hz": 2.0,
+        "object_recognition.max_rate": 2.0,
         "object_recognition.label_count": 3,
         "object_recognition.deterministic": True,
         "object_recognition.vehicles.type": "mmod",

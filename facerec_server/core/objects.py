@@ -43,15 +43,15 @@ SOFTMAX_MODES = ("auto", "true", "false")
 #: Parameter prefix used by the server node.
 PARAMETER_PREFIX = "object_recognition"
 
-#: Node-level parameters under ``object_recognition.`` (name -> ROS-typed default). These
-#: names cannot be used as model names.
+#: Node-level parameters under ``object_recognition.`` (name -> ROS-typed default), as the
+#: server declares them (facerec_server/params.py). These names cannot be model names.
 GLOBAL_PARAMETER_DEFAULTS: Dict[str, Any] = {
+    "enabled": True,         # bool; run the object models at all
     "models": [""],          # string array; [""] or [] = no object models
-    "rate_hz": 1.0,          # double; max object recognition rate, <= 0 = as fast as possible
+    "max_rate": 1.0,         # double; most recognitions per second per input
     "label_count": 5,        # int; max labels per frame over all models
     "crops": 16,             # int; classifier chips per frame
     "deterministic": False,  # bool; fixed classifier crops instead of random ones
-    "isolate": True,         # bool; run the models in a child process (dlib holds the GIL)
 }
 
 #: Per-model parameters ``object_recognition.<name>.<field>`` (field -> ROS-typed default).

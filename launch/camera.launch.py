@@ -1,0 +1,72 @@
+"""Robot side: the facerec_camera node publishing JPEG frames.
+
+    ros2 launch facerec camera.launch.py                       # camera 0, config/camera.yaml
+    ros2 launch facerec camera.launch.py namespace:=robot1 source:=/dev/video2
+    ros2 launch facerec camera.launch.py use_security:=true    # SROS2, enclave /facerec/camera
+
+Frames go to ``<namespace>/camera/image/compressed`` (the ``topic`` parameter is relative),
+best effort with depth 1, which is what ``facerec_server`` subscribes to by default in the
+same namespace. No absolute names: several cameras run side by side under namespaces.
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+PACKAGE = "facerec"
+BOOLEAN = ["true", "false"]
+LOG_LEVELS = ["debug", "info", "warn", "error", "fatal"]
+
+
+def ros_arguments(log_level, use_security, enclave):
+    """--ros-args of a node: its log level, and its SROS2 enclave when security is on."""
+    args = ["--log-level", log_level]
+    if use_security == "true":
+        args += ["--enclave", enclave]
+    return args
+
+
+def _camera(context):
+    def get(name):
+        return LaunchConfiguration(name).perform(context)
+
+    parameters = [LaunchConfiguration("params_file")]
+    if get("source"):  # the argument wins over the parameter file
+        parameters.append({"source": get("source")})
+    return [Node(
+        package=PACKAGE, executable="facerec_camera", name="facerec_camera",
+        namespace=LaunchConfiguration("namespace"), parameters=parameters,
+        ros_arguments=ros_arguments(get("log_level"), get("use_security"), get("enclave")),
+        output="screen", emulate_tty=True)]
+
+
+def generate_launch_description():
+    return LaunchDescription([
+        DeclareLaunchArgument(
+            "namespace", default_value="",
+            description="namespace of the camera node and its topic (e.g. robot1); the "
+                        "server must be started with the same namespace"),
+        DeclareLaunchArgument(
+            "params_file",
+            default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), "config",
+                                                "camera.yaml"]),
+            description="parameter file of facerec_camera"),
+        DeclareLaunchArgument(
+            "source", default_value="",
+            description="what to capture, overriding the parameter file: camera index (0), "
+                        "/dev/videoN, picamera, pattern, an image folder, an image or a "
+                        "video file; empty = the params_file value"),
+        DeclareLaunchArgument(
+            "log_level", default_value="info", choices=LOG_LEVELS,
+            description="log level of the node"),
+        DeclareLaunchArgument(
+            "use_security", default_value="false", choices=BOOLEAN,
+            description="run with SROS2 security: passes --enclave (needs "
+                        "ROS_SECURITY_KEYSTORE, ROS_SECURITY_ENABLE=true, "
+                        "ROS_SECURITY_STRATEGY=Enforce; see scripts/make_security.sh)"),
+        DeclareLaunchArgument(
+            "enclave", default_value="/facerec/camera",
+            description="SROS2 enclave of the camera node (config/security/policy.xml)"),
+        OpaqueFunction(function=_camera),
+    ])
