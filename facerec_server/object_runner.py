@@ -86,8 +86,8 @@ class ObjectRunner:
                                           settings.deterministic, settings.crops)
 
     def _done(self, topic: str, token, results) -> None:
-        if results is None:
-            return
+        if results is None or not self._node.settings.objects_enabled:
+            return  # disabled while this frame ran: publish nothing after the switch-off
         header, started = token
         with self._lock:
             self.processed += 1

@@ -11,6 +11,7 @@ from facerec_msgs.msg import FaceArray, ObjectArray
 from facerec_msgs.srv import ListFaces
 from facerec_server.core.models import default_model_path
 from facerec_server.tools.make_test_classifier import make_colour_classifier
+from test_objects import _scene, iou
 from rosutil import (compressed, jpeg, publish_until, set_parameters, start_node,
                      wait_for_service)
 
@@ -25,13 +26,34 @@ def module_graph(ros_context):
     g.close()
 
 
+def _train_bullseye_detector(path):
+    """A dlib HOG detector (.svm) trained on synthetic bullseye scenes made here."""
+    import dlib
+    rng = np.random.default_rng(7)
+    images, boxes = [], []
+    for _ in range(10):
+        image, box = _scene(rng, int(rng.integers(50, 90)))
+        images.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        boxes.append([dlib.rectangle(*box)])
+    options = dlib.simple_object_detector_training_options()
+    options.add_left_right_image_flips = False
+    options.C = 5
+    options.num_threads = 1
+    dlib.train_simple_object_detector(images, boxes, options).save(str(path))
+    return path
+
+
 @pytest.fixture(scope="module")
 def object_server(tmp_path_factory, module_graph):
     tmp = tmp_path_factory.mktemp("objects")
     onnx_path, labels = make_colour_classifier(tmp / "colours.onnx", tmp / "colours.txt")
+    svm_path = _train_bullseye_detector(tmp / "bullseye.svm")
     proc = start_node("facerec_server.server_node", tmp, "server", "facerec_server", {
         "gallery.path": str(tmp / "g.db"),
-        "object_recognition.models": ["faces", "colours"],
+        "object_recognition.models": ["faces", "colours", "targets"],
+        "object_recognition.targets.type": "hog",
+        "object_recognition.targets.path": str(svm_path),
+        "object_recognition.targets.label": "bullseye",
         "object_recognition.max_rate": 5.0,
         "object_recognition.faces.type": "mmod",
         "object_recognition.faces.path": str(default_model_path("cnn_detector")),
@@ -142,3 +164,14 @@ def test_slow_object_model_does_not_delay_face_results(object_server, module_gra
           f"{med_without * 1000:.0f} ms without")
     # Seconds-long MMOD passes would show up as seconds of face latency if they blocked it.
     assert med_with < 2 * med_without + 0.3, (med_with, med_without)
+
+
+def test_hog_detector_trained_by_the_test_finds_its_object(object_server, module_graph):
+    scene, box = _scene(np.random.default_rng(11), 70, side=240)
+    ok, msgs = _objects_for(module_graph, scene, _with("bullseye"))
+    assert ok, object_server.output()[-3000:]
+    found = next(o for m in msgs for o in m.objects if o.label == "bullseye")
+    assert found.model == "hog:targets"
+    roi = (found.roi.x_offset, found.roi.y_offset, found.roi.x_offset + found.roi.width,
+           found.roi.y_offset + found.roi.height)
+    assert iou(roi, box) > 0.5, (roi, box)
