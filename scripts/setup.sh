@@ -47,7 +47,8 @@ STAMP="$VENV/facerec-requirements.sha256"
 WANT="$(cat "${REQS[@]}" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     log "installing Python packages (pinned): ${REQS[*]}"
-    _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$PY" -m pip install -q --disable-pip-version-check --upgrade pip
+    _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$PY" -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 \
+        | { grep -v "^WARNING: Location .* is ignored" || true; }
     ARGS=()
     for r in "${REQS[@]}"; do ARGS+=(-r "$r"); done
     _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$PY" -m pip install -q --disable-pip-version-check "${ARGS[@]}" 2>&1 \
