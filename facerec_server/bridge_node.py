@@ -39,8 +39,7 @@ from typing import Dict, Optional
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                ParameterType, SetParametersResult)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -49,6 +48,7 @@ from std_msgs.msg import Header
 
 from facerec_msgs.msg import FaceArray, ObjectArray
 from facerec_server import conversions, params
+from facerec_server.ros_params import descriptor
 from facerec_server.bridge import (BridgeConfig, BridgeConfigError, BridgeServer, BridgeThread,
                                    ClientSettings, UndecodableFrame)
 from facerec_server.bridge.protocol import sanitize_name
@@ -110,26 +110,6 @@ IMAGE_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT,
                        durability=DurabilityPolicy.VOLATILE)
 
 
-_KINDS = {"bool": ParameterType.PARAMETER_BOOL, "int": ParameterType.PARAMETER_INTEGER,
-          "double": ParameterType.PARAMETER_DOUBLE, "string": ParameterType.PARAMETER_STRING,
-          "string_array": ParameterType.PARAMETER_STRING_ARRAY,
-          "int_array": ParameterType.PARAMETER_INTEGER_ARRAY}
-
-
-def _descriptor(spec: params.ParamSpec) -> ParameterDescriptor:
-    desc = ParameterDescriptor(description=spec.description, type=_KINDS[spec.kind],
-                               read_only=spec.read_only)
-    if spec.choices:
-        desc.additional_constraints = "one of: " + ", ".join(spec.choices)
-    if spec.kind == "int" and spec.low is not None and spec.high is not None:
-        desc.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high),
-                                           step=1)]
-    if spec.kind == "double" and spec.low is not None and spec.high is not None:
-        desc.floating_point_range = [FloatingPointRange(from_value=float(spec.low),
-                                                        to_value=float(spec.high), step=0.0)]
-    return desc
-
-
 def _stamp(seconds: float) -> Time:
     sec = int(math.floor(seconds))
     return Time(sec=sec, nanosec=min(int((seconds - sec) * 1e9), 999_999_999))
@@ -139,7 +119,7 @@ class FacerecBridge(Node):
     def __init__(self, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
         for spec in SHARED_SPECS + BRIDGE_SPECS:
-            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            self.declare_parameter(spec.name, spec.default, descriptor(spec))
         ObjectRunner.declare_model_parameters(self)
         self.settings = ServerSettings.from_values(self._values())
         self.add_on_set_parameters_callback(self._parameters_callback)

@@ -17,8 +17,7 @@ from typing import Dict, Optional
 import rclpy
 import rclpy.exceptions
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                ParameterType, SetParametersResult)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
@@ -28,6 +27,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from facerec_msgs.msg import FaceArray, ObjectArray
 from facerec_msgs.srv import Enroll, Forget, ListFaces
 from facerec_server import conversions, params
+from facerec_server.ros_params import descriptor
 from facerec_server.core import face_workers
 from facerec_server.core.enroll import EnrollConfig, Enroller
 from facerec_server.core.gallery import Gallery, GalleryError, GalleryMatcherSync
@@ -40,29 +40,6 @@ from facerec_server.object_runner import ObjectRunner
 from facerec_server.settings import ServerSettings, resolve_model_paths
 
 FRAME_TIMEOUT = 120.0  # seconds a face worker may take for one frame before it is restarted
-
-_KINDS = {
-    "bool": ParameterType.PARAMETER_BOOL,
-    "int": ParameterType.PARAMETER_INTEGER,
-    "double": ParameterType.PARAMETER_DOUBLE,
-    "string": ParameterType.PARAMETER_STRING,
-    "string_array": ParameterType.PARAMETER_STRING_ARRAY,
-    "int_array": ParameterType.PARAMETER_INTEGER_ARRAY,
-}
-
-
-def _descriptor(spec: params.ParamSpec) -> ParameterDescriptor:
-    desc = ParameterDescriptor(description=spec.description, type=_KINDS[spec.kind],
-                               read_only=spec.read_only)
-    if spec.choices:
-        desc.additional_constraints = "one of: " + ", ".join(spec.choices)
-    if spec.kind == "int" and spec.low is not None and spec.high is not None:
-        desc.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high),
-                                           step=1)]
-    if spec.kind == "double" and spec.low is not None and spec.high is not None:
-        desc.floating_point_range = [FloatingPointRange(from_value=float(spec.low),
-                                                        to_value=float(spec.high), step=0.0)]
-    return desc
 
 
 def _image_qos(reliability: str) -> QoSProfile:
@@ -99,7 +76,7 @@ class FacerecServer(Node):
     def _start(self) -> None:
         try:
             for spec in params.SPECS:
-                self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+                self.declare_parameter(spec.name, spec.default, descriptor(spec))
             ObjectRunner.declare_model_parameters(self)
         except rclpy.exceptions.ParameterException as exc:  # wrong type or out of range
             raise ValueError(f"invalid parameter value: {exc}") from None

@@ -8,29 +8,11 @@ Images are returned as BGR uint8 arrays (OpenCV order). A missing image is an er
 skip: the tests that use these faces must run.
 """
 import os
-import pathlib
 
 import cv2
 import pytest
 
-MESSI_PATHS = (
-    "/usr/share/doc/opencv-doc/examples/data/messi5.jpg",
-)
-
-
-def astronaut_path() -> pathlib.Path:
-    import skimage
-    return pathlib.Path(skimage.__file__).parent / "data" / "astronaut.png"
-
-
-def messi_path() -> pathlib.Path:
-    override = os.environ.get("FACEREC_MESSI_JPG")
-    for candidate in ((override,) if override else ()) + MESSI_PATHS:
-        if candidate and os.path.isfile(candidate):
-            return pathlib.Path(candidate)
-    raise FileNotFoundError(
-        "messi5.jpg not found: install Debian's opencv-doc "
-        "(`apt-get install opencv-doc`, done by `make setup` as root) or set FACEREC_MESSI_JPG")
+from facerec_server.tools.registry_faces import astronaut_path, messi_path  # noqa: F401
 
 
 def _read(path) -> "cv2.Mat":

@@ -101,8 +101,9 @@ def _scene(rng, size, side=200):
     return image, (x, y, x + size, y + size)
 
 
-def test_hog_detector_trained_on_synthetic_images(tmp_path):
-    rng = np.random.default_rng(7)
+def train_bullseye_detector(path, seed: int = 7):
+    """Train a dlib HOG detector (.svm) on 10 synthetic bullseye scenes; save it to ``path``."""
+    rng = np.random.default_rng(seed)
     images, boxes = [], []
     for _ in range(10):
         image, box = _scene(rng, int(rng.integers(50, 90)))
@@ -112,8 +113,13 @@ def test_hog_detector_trained_on_synthetic_images(tmp_path):
     options.add_left_right_image_flips = False
     options.C = 5
     options.num_threads = 1
-    detector_path = tmp_path / "bullseye.svm"
-    dlib.train_simple_object_detector(images, boxes, options).save(str(detector_path))
+    dlib.train_simple_object_detector(images, boxes, options).save(str(path))
+    return path
+
+
+def test_hog_detector_trained_on_synthetic_images(tmp_path):
+    detector_path = train_bullseye_detector(tmp_path / "bullseye.svm")
+    rng = np.random.default_rng(8)  # new scenes, not the training ones
 
     recognizer = ObjectRecognizer(load_object_models(parse_object_model_configs(
         {"targets": {"type": "hog", "path": str(detector_path), "label": "bullseye"}})))

@@ -11,7 +11,7 @@ from facerec_msgs.msg import FaceArray, ObjectArray
 from facerec_msgs.srv import ListFaces
 from facerec_server.core.models import default_model_path
 from facerec_server.tools.make_test_classifier import make_colour_classifier
-from test_objects import _scene, iou
+from test_objects import _scene, iou, train_bullseye_detector
 from rosutil import (compressed, jpeg, publish_until, set_parameters, start_node,
                      wait_for_service)
 
@@ -26,28 +26,11 @@ def module_graph(ros_context):
     g.close()
 
 
-def _train_bullseye_detector(path):
-    """A dlib HOG detector (.svm) trained on synthetic bullseye scenes made here."""
-    import dlib
-    rng = np.random.default_rng(7)
-    images, boxes = [], []
-    for _ in range(10):
-        image, box = _scene(rng, int(rng.integers(50, 90)))
-        images.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        boxes.append([dlib.rectangle(*box)])
-    options = dlib.simple_object_detector_training_options()
-    options.add_left_right_image_flips = False
-    options.C = 5
-    options.num_threads = 1
-    dlib.train_simple_object_detector(images, boxes, options).save(str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def object_server(tmp_path_factory, module_graph):
     tmp = tmp_path_factory.mktemp("objects")
     onnx_path, labels = make_colour_classifier(tmp / "colours.onnx", tmp / "colours.txt")
-    svm_path = _train_bullseye_detector(tmp / "bullseye.svm")
+    svm_path = train_bullseye_detector(tmp / "bullseye.svm")
     proc = start_node("facerec_server.server_node", tmp, "server", "facerec_server", {
         "gallery.path": str(tmp / "g.db"),
         "object_recognition.models": ["faces", "colours", "targets"],

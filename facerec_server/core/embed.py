@@ -79,17 +79,7 @@ class DlibEmbedder:
         return self._model.get()
 
     def _prepare(self, chips: Sequence[np.ndarray]) -> List[np.ndarray]:
-        size = self.CHIP_SIZE
-        prepared = []
-        for chip in chips:
-            chip = np.asarray(chip)
-            if chip.dtype != np.uint8 or chip.ndim != 3 or chip.shape[2] != 3:
-                raise ValueError(f"chips must be RGB uint8 (h, w, 3), got {chip.shape} "
-                                 f"{chip.dtype}")
-            if chip.shape[:2] != (size, size):
-                chip = cv2.resize(chip, (size, size), interpolation=cv2.INTER_LINEAR)
-            prepared.append(np.ascontiguousarray(chip))
-        return prepared
+        return prepare_chips(chips, self.CHIP_SIZE)
 
     def embed_chips(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         """(N, 128) float32 descriptors for N aligned RGB chips (one batched dlib call)."""
@@ -101,3 +91,21 @@ class DlibEmbedder:
             vectors = net.compute_face_descriptor(prepared, self.jitter)
         return np.array([np.asarray(v) for v in vectors], dtype=np.float32).reshape(
             len(prepared), DESCRIPTOR_SIZE)
+
+
+def prepare_chips(chips: Sequence[np.ndarray], size: int = 150) -> List[np.ndarray]:
+    """Check RGB uint8 (h, w, 3) chips and resize any that are not ``size`` x ``size``.
+
+    The ResNet takes 150x150 chips; other chip sizes are resized bilinearly, which shifts
+    descriptors slightly. Raises ValueError for anything that is not an RGB uint8 image.
+    """
+    prepared = []
+    for chip in chips:
+        chip = np.asarray(chip)
+        if chip.dtype != np.uint8 or chip.ndim != 3 or chip.shape[2] != 3:
+            raise ValueError(f"chips must be RGB uint8 (h, w, 3), got {chip.shape} "
+                             f"{chip.dtype}")
+        if chip.shape[:2] != (size, size):
+            chip = cv2.resize(chip, (size, size), interpolation=cv2.INTER_LINEAR)
+        prepared.append(np.ascontiguousarray(chip))
+    return prepared

@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 import cv2
 import numpy as np
 
-from ..core.embed import DESCRIPTOR_SIZE
+from ..core.embed import DESCRIPTOR_SIZE, prepare_chips
 from ..core.models import ModelError, ModelPaths
 from .net import DlibNet
 from .reader import DlibFormatError
@@ -80,17 +80,7 @@ class OpenCVEmbedder:
         return self._net
 
     def _prepare(self, chips: Sequence[np.ndarray]) -> List[np.ndarray]:
-        size = self.CHIP_SIZE
-        prepared = []
-        for chip in chips:
-            chip = np.asarray(chip)
-            if chip.dtype != np.uint8 or chip.ndim != 3 or chip.shape[2] != 3:
-                raise ValueError(f"chips must be RGB uint8 (h, w, 3), got {chip.shape} "
-                                 f"{chip.dtype}")
-            if chip.shape[:2] != (size, size):
-                chip = cv2.resize(chip, (size, size), interpolation=cv2.INTER_LINEAR)
-            prepared.append(chip)
-        return prepared
+        return prepare_chips(chips, self.CHIP_SIZE)
 
     def _forward(self, chips: np.ndarray) -> np.ndarray:
         net = self._get_net()

@@ -11,7 +11,6 @@ Written as an MJPG ``.avi`` (OpenCV's own encoder, no codec packages needed).
 from __future__ import annotations
 
 import math
-import os
 import pathlib
 from dataclasses import dataclass
 from typing import Tuple
@@ -19,7 +18,8 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-MESSI_PATHS = ("/usr/share/doc/opencv-doc/examples/data/messi5.jpg",)
+from facerec_server.tools.registry_faces import astronaut_path, messi_path  # noqa: F401
+
 
 #: Head-and-shoulders region of astronaut.png (rows, cols): face at about (179, 83)-(266, 170);
 #: the badge lower down, which HOG with upsample 1 takes for a face, is left out.
@@ -28,21 +28,6 @@ ASTRONAUT_CROP = (slice(20, 250), slice(110, 340))
 MESSI_CROP = (slice(30, 200), slice(160, 330))
 
 WIDTH, HEIGHT = 512, 384
-
-
-def astronaut_path() -> pathlib.Path:
-    import skimage
-    return pathlib.Path(skimage.__file__).parent / "data" / "astronaut.png"
-
-
-def messi_path() -> pathlib.Path:
-    override = os.environ.get("FACEREC_MESSI_JPG")
-    for candidate in ((override,) if override else ()) + MESSI_PATHS:
-        if candidate and os.path.isfile(candidate):
-            return pathlib.Path(candidate)
-    raise FileNotFoundError(
-        "messi5.jpg not found: install Debian's opencv-doc (`sudo apt-get install opencv-doc`, "
-        "done by `make setup` as root) or set FACEREC_MESSI_JPG")
 
 
 def read_bgr(path) -> np.ndarray:
