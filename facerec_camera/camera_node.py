@@ -108,6 +108,12 @@ PARAMETERS = {
     "mjpeg_passthrough": (True, _descriptor(
         "Publish a camera's MJPEG frames without re-encoding when resize is 1.0 (jpeg_quality "
         "is then the camera's own)", ParameterType.PARAMETER_BOOL, read_only=True)),
+    "wait_for_subscribers": (0.0, _descriptor(
+        "Seconds to wait at start-up for a matched subscriber before capturing (0 = start at "
+        "once). Best-effort frames published before DDS has matched a subscriber are lost; "
+        "useful for recordings and demos that must be seen from the first frame.",
+        ParameterType.PARAMETER_DOUBLE, read_only=True, dynamic=True,
+        float_range=(0.0, 3600.0))),
 }
 
 
@@ -143,6 +149,10 @@ def check_parameter(name: str, value) -> Optional[str]:
     elif name in ("frame_id", "topic"):
         if not isinstance(value, str) or not value.strip():
             return f"{name} must be a non-empty string"
+    elif name == "wait_for_subscribers":
+        number = _number(value)
+        if number is None or not math.isfinite(number) or not 0.0 <= number <= 3600.0:
+            return f"wait_for_subscribers must be within 0..3600 s, got {value!r}"
     elif name in ("loop", "mjpeg_passthrough"):
         if not isinstance(value, bool):
             return f"{name} must be true or false, got {value!r}"
@@ -206,6 +216,7 @@ class FacerecCamera(Node):
         """
         p = self._param
         fps = float(p("fps"))
+        self._wait_for_subscribers(float(p("wait_for_subscribers")))
         try:
             source = open_source(p("source"), width=p("width"), height=p("height"), fps=fps,
                                  loop=p("loop"), passthrough=p("mjpeg_passthrough"))
@@ -220,6 +231,17 @@ class FacerecCamera(Node):
             f"({encoder}, frame_id '{self._frame_id}')")
         if run:
             self._loop.start()
+
+    def _wait_for_subscribers(self, seconds: float) -> None:
+        """Block up to ``seconds`` until the image topic has a matched subscriber."""
+        if seconds <= 0:
+            return
+        deadline = time.monotonic() + seconds
+        while self._publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        matched = self._publisher.get_subscription_count()
+        self.get_logger().info(f"{matched} subscriber(s) matched after waiting "
+                               f"{seconds - max(0.0, deadline - time.monotonic()):.1f} s")
 
     def stop(self) -> None:
         if self._loop is not None:

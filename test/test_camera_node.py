@@ -188,3 +188,18 @@ def test_bad_configuration_exits_non_zero_with_a_clear_message(params, message):
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_wait_for_subscribers_keeps_the_first_frames(tmp_path, astronaut, graph):
+    """A 10-frame video at 10 fps would be over before a subscriber arriving 3 s late exists;
+    with wait_for_subscribers the camera holds its first frame until one is matched."""
+    video = write_video(tmp_path / "ten.avi", astronaut, count=10)
+    proc = start(tmp_path, "waiting", {"source": str(video), "fps": 10.0, "loop": False,
+                                       "wait_for_subscribers": 30.0})
+    time.sleep(3.0)
+    assert proc.alive(), log(proc)
+    frames = graph.subscribe_sensor(CompressedImage, "camera/image/compressed")
+    assert wait_exit(proc, 60) == 0, log(proc)
+    time.sleep(0.5)
+    assert len(frames.messages) >= 8, f"{len(frames.messages)} of 10 frames:\n{log(proc)}"
+    assert "subscriber(s) matched after waiting" in log(proc)

@@ -414,7 +414,8 @@ class Demo:
                         "the server's result topics")
         self._check_alone()
         params = _write_params(self.out / "camera.yaml", "facerec_camera", {
-            "source": source, "loop": live, "fps": float(self.args.fps)})
+            "source": source, "loop": live, "fps": float(self.args.fps),
+            "wait_for_subscribers": 10.0})
         camera = self.children["camera"] = Child(
             "camera", _node_args("facerec_camera.camera_node", params), self.out / "camera.log")
         print(f"camera: started facerec_camera, pid {camera.popen.pid}, streaming {source} at "
