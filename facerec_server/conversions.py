@@ -16,6 +16,7 @@ from geometry_msgs.msg import Point32
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 
 from facerec_msgs.msg import Face, FaceArray, Object, ObjectArray
+from facerec_server.core.images import image_fields
 from facerec_server.core.types import Box, FaceResult, ObjectResult
 
 
@@ -25,10 +26,6 @@ def roi_from_box(box: Box) -> RegionOfInterest:
     return RegionOfInterest(x_offset=max(left, 0), y_offset=max(top, 0),
                             width=max(right - left, 0), height=max(bottom - top, 0),
                             do_rectify=False)
-
-
-def box_from_roi(roi: RegionOfInterest) -> Box:
-    return (roi.x_offset, roi.y_offset, roi.x_offset + roi.width, roi.y_offset + roi.height)
 
 
 def face_to_msg(face: FaceResult, with_descriptor: bool) -> Face:
@@ -71,17 +68,7 @@ def object_array(header, source: str, objects: Iterable[ObjectResult],
 
 def image_msg(header, image_bgr: np.ndarray) -> Image:
     """BGR uint8 array -> sensor_msgs/Image exactly as cv_bridge.cv2_to_imgmsg(img, 'bgr8')."""
-    image = np.ascontiguousarray(image_bgr)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected a HxWx3 uint8 BGR image, got {image.dtype} {image.shape}")
-    msg = Image()
-    msg.header = header
-    msg.height, msg.width = int(image.shape[0]), int(image.shape[1])
-    msg.encoding = "bgr8"
-    msg.is_bigendian = 0
-    msg.step = int(image.shape[1] * 3)
-    msg.data = image.tobytes()
-    return msg
+    return Image(header=header, **image_fields(image_bgr))
 
 
 def compressed_msg(header, jpeg: bytes) -> CompressedImage:

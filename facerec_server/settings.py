@@ -32,7 +32,6 @@ class ServerSettings:
     annotated_quality: int
     face_enabled: bool
     face: FaceConfig
-    embedder: str
     model_overrides: Tuple[Tuple[str, str], ...]
     gallery_path: str
     reference_file: str
@@ -62,7 +61,7 @@ class ServerSettings:
             diagnostics_period=float(v["diagnostics_period"]),
             annotated_quality=int(v["annotated.jpeg_quality"]),
             face_enabled=bool(v["face_recognition.enabled"]), face=face,
-            embedder=str(v["face.embedder"]), model_overrides=overrides,
+            model_overrides=overrides,
             gallery_path=os.path.expanduser(v["gallery.path"]),
             reference_file=os.path.expanduser(v["gallery.reference_file"]),
             gallery_min_face_size=int(v["gallery.min_face_size"]),
@@ -80,13 +79,9 @@ class ServerSettings:
         return max(1, min(len(self.image_topics), os.cpu_count() or 1))
 
 
-def model_paths_of(settings: ServerSettings) -> Dict[str, str]:
-    return dict(settings.model_overrides)
-
-
 def resolve_model_paths(settings: ServerSettings) -> Dict[str, str]:
     """Absolute paths of the model files the settings need; ModelError names a missing one."""
-    paths = ModelPaths.from_mapping(model_paths_of(settings))
+    paths = ModelPaths.from_mapping(dict(settings.model_overrides))
     needed = ["shape_predictor", "recognition"]
     if settings.face.detector in ("cnn", "cnn_opencv"):
         needed.append("cnn_detector")
