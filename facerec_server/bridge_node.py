@@ -224,12 +224,7 @@ class FacerecBridge(Node):
                                            self._model_paths, jpeg, "jpeg")
                 self._sync.refresh()
                 faces = result.faces
-                described = [f for f in faces if f.descriptor is not None]
-                if described:
-                    for face, match in zip(described, self._matcher.match(
-                            [f.descriptor for f in described])):
-                        face.name, face.distance, face.confidence = \
-                            match.name, match.distance, match.confidence
+                self._matcher.name_faces(faces)
         except ImageDecodeError as exc:
             raise UndecodableFrame(str(exc)) from None
         return faces, None

@@ -223,13 +223,7 @@ class FacerecServer(Node):
             return
         self._sync.refresh()
         faces = result.faces
-        with_descriptors = [f for f in faces if f.descriptor is not None]
-        if with_descriptors:
-            matches = self._matcher.match([f.descriptor for f in with_descriptors],
-                                          threshold=settings.face.threshold)
-            for face, match in zip(with_descriptors, matches):
-                face.name, face.distance, face.confidence = match.name, match.distance, \
-                    match.confidence
+        self._matcher.name_faces(faces, threshold=settings.face.threshold)
         capture = entry.capture
         if capture is not None:
             capture.offer_faces(faces)

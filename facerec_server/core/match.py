@@ -106,6 +106,17 @@ class Matcher:
                    - 2.0 * queries @ matrix.T)
         return np.sqrt(np.maximum(squared, 0.0))
 
+    def name_faces(self, faces: Sequence, threshold: Optional[float] = None) -> None:
+        """Fill ``name``, ``distance`` and ``confidence`` of every face that has a descriptor
+        (``FaceResult`` objects, matched in one batch; see :meth:`match`)."""
+        described = [face for face in faces if face.descriptor is not None]
+        if not described:
+            return
+        for face, found in zip(described, self.match([f.descriptor for f in described],
+                                                     threshold)):
+            face.name, face.distance, face.confidence = found.name, found.distance, \
+                found.confidence
+
     def match(self, descriptors, threshold: Optional[float] = None) -> List[Match]:
         """One :class:`Match` per query row of ``descriptors`` (M, 128), in order.
 

@@ -274,11 +274,9 @@ class FacePipeline:
                  for d, s in zip(detections, shapes)]
         if faces and stages.config.compute_descriptors:
             descriptors = stages.embedder.embed_chips(stages.aligner.chips(image_rgb, shapes))
-            for face, descriptor, match in zip(faces, descriptors,
-                                               self.matcher.match(descriptors)):
+            for face, descriptor in zip(faces, descriptors):
                 face.descriptor = descriptor
-                face.name, face.distance, face.confidence = \
-                    match.name, match.distance, match.confidence
+            self.matcher.name_faces(faces)
         return FrameResult(faces=faces, processing_time=time.perf_counter() - start)
 
     def describe(self, image_bgr: np.ndarray) -> List[FaceSample]:
