@@ -59,7 +59,7 @@ from facerec_server.core.match import Matcher
 from facerec_server.core.object_scheduler import ObjectScheduler
 from facerec_server.core.models import ModelError
 from facerec_server.object_runner import ObjectRunner
-from facerec_server.settings import ServerSettings, resolve_model_paths
+from facerec_server.settings import ServerSettings, apply_changes, resolve_model_paths
 
 NODE_NAME = "facerec_bridge"
 AUTH = ("token", "mtls", "none")
@@ -145,7 +145,7 @@ class FacerecBridge(Node):
         self._object_schedulers: Dict[str, ObjectScheduler] = {}
         self._objects_lock = threading.Lock()  # one object run at a time, checked under it
         self._closing = False
-        configs = self._object_configs()
+        configs = ObjectRunner.configs_of(self)
         if configs:
             from facerec_server.core.object_scheduler import RecognizerProcess
             self._recognizer = RecognizerProcess(configs)
@@ -168,8 +168,8 @@ class FacerecBridge(Node):
 
     # --- parameters ------------------------------------------------------------------------
     def _values(self) -> dict:
-        values = params.defaults()
-        values.update({name: p.value for name, p in self._parameters.items()})
+        values = params.defaults()  # the server's parameters this node does not declare
+        values.update({name: p.value for name, p in self.get_parameters_by_prefix("").items()})
         return values
 
     def _bridge_config(self) -> BridgeConfig:
@@ -188,24 +188,14 @@ class FacerecBridge(Node):
                 label_count=self.settings.label_count,
                 deterministic=self.settings.deterministic))
 
-    def _object_configs(self):
-        from facerec_server.core.objects import PARAMETER_PREFIX, configs_from_parameters
-        values = {name: p.value for name, p in self._parameters.items()
-                  if name.startswith(PARAMETER_PREFIX + ".")}
-        return configs_from_parameters(values)
-
     def _parameters_callback(self, changes) -> SetParametersResult:
-        values = self._values()
-        for change in changes:
-            spec = params.BY_NAME.get(change.name)
-            reason = spec.validate(change.value) if spec is not None else None
-            if reason is not None:
-                return SetParametersResult(successful=False, reason=reason)
-            values[change.name] = change.value
         try:
-            settings = ServerSettings.from_values(values)
-            model_paths = resolve_model_paths(settings)
-        except (ValueError, ModelError) as exc:
+            settings, model_paths = apply_changes(self._values(), changes)
+            if hasattr(self, "_pool"):  # after start-up: new model files must load
+                self._pool.load_if_changed((self.settings.face, self._model_paths),
+                                           (settings.face, model_paths))
+        except (ValueError, ModelError, face_workers.WorkerCrashed) as exc:
+            self.get_logger().warning(f"refused {[c.name for c in changes]}: {exc}")
             return SetParametersResult(successful=False, reason=str(exc))
         if hasattr(self, "_matcher"):  # after start-up
             self.settings, self._model_paths = settings, model_paths

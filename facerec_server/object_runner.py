@@ -35,12 +35,17 @@ class ObjectRunner:
                                         "(see config/server.yaml)", read_only=True))
         return names
 
+    @staticmethod
+    def configs_of(node) -> list:
+        """The object model configs of ``node``'s parameters (ObjectModelError if invalid)."""
+        values = {f"{PARAMETER_PREFIX}.{name}": p.value
+                  for name, p in node.get_parameters_by_prefix(PARAMETER_PREFIX).items()}
+        return configs_from_parameters(values)
+
     def __init__(self, node, publish: Callable):
         self._node = node
         self._publish = publish
-        values = {f"{PARAMETER_PREFIX}.{name}": p.value
-                  for name, p in node.get_parameters_by_prefix(PARAMETER_PREFIX).items()}
-        self.configs = configs_from_parameters(values)  # ObjectModelError: stop at start-up
+        self.configs = self.configs_of(node)  # ObjectModelError: stop at start-up
         self._recognizer: Optional[RecognizerProcess] = None
         self._schedulers: Dict[str, ObjectScheduler] = {}
         self._lock = threading.Lock()
@@ -57,9 +62,6 @@ class ObjectRunner:
         node.get_logger().info(
             f"object models loaded in a child process in {time.perf_counter() - start:.1f} s: "
             f"{', '.join(self._recognizer.model_ids)}")
-
-    def validate_parameter(self, name: str, value) -> Optional[str]:
-        return None
 
     def offer(self, topic: str, header, data: bytes, fmt: str) -> None:
         """Hand a frame to the topic's scheduler (returns at once; newest frame wins)."""

@@ -37,7 +37,7 @@ from facerec_server.core.match import Matcher
 from facerec_server.core.models import ModelError
 from facerec_server.core.overlay import draw_overlay
 from facerec_server.object_runner import ObjectRunner
-from facerec_server.settings import ServerSettings, resolve_model_paths
+from facerec_server.settings import ServerSettings, apply_changes, resolve_model_paths
 
 FRAME_TIMEOUT = 120.0  # seconds a face worker may take for one frame before it is restarted
 
@@ -155,25 +155,11 @@ class FacerecServer(Node):
 
     def parameters_callback(self, changes) -> SetParametersResult:
         """Validate a batch of changes; apply all of them from the next frame, or none."""
-        values = self._values()
-        for change in changes:
-            reason = params.validate(change.name, change.value)
-            if reason is None:
-                reason = self._objects.validate_parameter(change.name, change.value)
-            if reason is not None:
-                self.get_logger().warning(f"refused {change.name}={change.value!r}: {reason}")
-                return SetParametersResult(successful=False, reason=reason)
-            values[change.name] = change.value
         try:
-            settings = ServerSettings.from_values(values)
-            model_paths = resolve_model_paths(settings)
-            changed = (model_paths, settings.face.detector, settings.face.embedder) != \
-                (self._model_paths, self.settings.face.detector, self.settings.face.embedder)
-            if changed:
-                # Load the new models once before accepting them: a corrupt file is refused
-                # here and the old value stays.
-                self._pool.run(face_workers.job_warmup, settings.face, model_paths,
-                               timeout=300.0)
+            settings, model_paths = apply_changes(self._values(), changes)
+            # New model files load once before they are accepted: a corrupt one is refused.
+            self._pool.load_if_changed((self.settings.face, self._model_paths),
+                                       (settings.face, model_paths))
         except (ValueError, ModelError, face_workers.WorkerCrashed) as exc:
             self.get_logger().warning(f"refused {[c.name for c in changes]}: {exc}")
             return SetParametersResult(successful=False, reason=str(exc))

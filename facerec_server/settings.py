@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from facerec_server import params
 from facerec_server.core.models import MODEL_FILES, ModelPaths, check_model_file
 from facerec_server.core.pipeline import FaceConfig
 
@@ -92,3 +93,20 @@ def resolve_model_paths(settings: ServerSettings) -> Dict[str, str]:
         elif getattr(paths, kind):
             resolved[kind] = getattr(paths, kind)
     return {k: p for k, p in resolved.items() if p}
+
+
+def apply_changes(values: Dict[str, Any], changes) -> Tuple[ServerSettings, Dict[str, str]]:
+    """Settings and model paths after a batch of parameter ``changes`` (objects with ``name``
+    and ``value``, e.g. rclpy Parameters) over ``values``: all of them or none.
+
+    Raises ValueError (a value out of its range, an invalid combination) or ModelError (a
+    model file that is missing) with the reason to give the caller.
+    """
+    values = dict(values)
+    for change in changes:
+        reason = params.validate(change.name, change.value)
+        if reason is not None:
+            raise ValueError(reason)
+        values[change.name] = change.value
+    settings = ServerSettings.from_values(values)
+    return settings, resolve_model_paths(settings)

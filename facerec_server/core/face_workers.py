@@ -136,6 +136,16 @@ class FaceWorkerPool:
             raise WorkerCrashed(f"face workers did not load their models within {timeout} s") \
                 from exc
 
+    def load_if_changed(self, old, new, timeout: float = 300.0) -> None:
+        """Load the models of ``new`` = ``(FaceConfig, model_paths)`` once in a worker when
+        its files, detector or embedder differ from ``old``: a corrupt file raises here
+        (ModelError, or WorkerCrashed), before a caller accepts the change."""
+        def key(pair):
+            config, paths = pair
+            return paths, config.detector, config.embedder
+        if key(old) != key(new):
+            self.run(job_warmup, new[0], new[1], timeout=timeout)
+
     def shutdown(self) -> None:
         with self._lock:
             self._executor.shutdown(wait=True, cancel_futures=True)
