@@ -56,3 +56,12 @@ def graph(ros_context):
     helper = Graph(ros_context)
     yield helper
     helper.close()
+
+
+@pytest.fixture(scope="module")
+def module_graph(ros_context):
+    """Like ``graph``, shared by the tests of one module (they share one server there)."""
+    from rosutil import Graph
+    helper = Graph(ros_context, "module_graph")
+    yield helper
+    helper.close()

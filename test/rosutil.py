@@ -218,3 +218,33 @@ def set_parameters(graph: "Graph", node: str, values: dict):
         Parameter(name, value=value).to_parameter_msg()
         for name, value in values.items()])
     return graph.call(SetParameters, f"{node}/set_parameters", request).results
+
+
+def _stamp_key(msg) -> tuple:
+    return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+
+def recognise(graph: "Graph", data: bytes, fmt: str = "jpeg", node: str = "/facerec_server",
+              topic: str = "camera/image/compressed", frame_id: str = "camera",
+              timeout: float = 90.0):
+    """Publish ``data`` (freshly stamped each time) on ``topic`` until ``node``'s FaceArray
+    for one of those stamps arrives; return (the image message sent, the FaceArray)."""
+    from facerec_msgs.msg import FaceArray
+    from sensor_msgs.msg import CompressedImage
+    results = graph.subscribe(FaceArray, f"{node}/faces")
+    pub = graph.publisher(CompressedImage, topic, 1)
+    sent = {}
+
+    def make():
+        msg = compressed(graph, data, fmt, frame_id=frame_id)
+        sent[_stamp_key(msg)] = msg
+        return msg
+
+    try:
+        assert publish_until(graph, pub, make, results,
+                             lambda msgs: any(_stamp_key(m) in sent for m in msgs),
+                             timeout=timeout), f"no FaceArray from {node} came back"
+    finally:
+        graph.node.destroy_publisher(pub)
+    got = next(m for m in results.messages if _stamp_key(m) in sent)
+    return sent[_stamp_key(got)], got

@@ -13,10 +13,8 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage
 
-from facerec_msgs.msg import FaceArray
 from facerec_msgs.srv import Enroll, Forget, ListFaces
-from rosutil import (child_env, compressed, jpeg, publish_until, start_node,
-                     wait_for_service)
+from rosutil import child_env, jpeg, recognise, start_node, wait_for_service
 
 NODE = "/facerec_server"
 
@@ -44,14 +42,6 @@ def _views(image, n):
         canvas[y:y + face.shape[0], x:x + face.shape[1]] = face
         out.append(canvas)
     return out
-
-
-@pytest.fixture(scope="module")
-def module_graph(ros_context):
-    from rosutil import Graph
-    g = Graph(ros_context, "gallery_tests")
-    yield g
-    g.close()
 
 
 @pytest.fixture(scope="module")
@@ -84,23 +74,7 @@ def _people(graph, node=NODE):
 
 
 def _names_seen(graph, image, topic="camera/image/compressed", timeout=60, node=NODE):
-    results = graph.subscribe(FaceArray, f"{node}/faces")
-    pub = graph.publisher(CompressedImage, topic, 1)
-    data = jpeg(image)
-    sent = set()
-
-    def make():
-        msg = compressed(graph, data)
-        sent.add((msg.header.stamp.sec, msg.header.stamp.nanosec))
-        return msg
-
-    def ours(msgs):
-        return any((m.header.stamp.sec, m.header.stamp.nanosec) in sent for m in msgs)
-
-    assert publish_until(graph, pub, make, results, ours, timeout=timeout)
-    graph.node.destroy_publisher(pub)
-    msg = next(m for m in results.messages
-               if (m.header.stamp.sec, m.header.stamp.nanosec) in sent)
+    _, msg = recognise(graph, jpeg(image), node=node, topic=topic, timeout=timeout)
     return [f.name for f in msg.faces]
 
 

@@ -14,8 +14,8 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from facerec_msgs.msg import FaceArray
 from facerec_msgs.srv import Enroll, ListFaces
-from rosutil import (compressed, jpeg, publish_until, set_parameters, start_node,
-                     wait_for_service)
+from rosutil import (compressed, jpeg, publish_until, recognise, set_parameters,
+                     start_node, wait_for_service)
 
 NODE = "/facerec_server"
 
@@ -32,14 +32,6 @@ def _iou(a, b):
 def _box(face):
     r = face.roi
     return (r.x_offset, r.y_offset, r.x_offset + r.width, r.y_offset + r.height)
-
-
-@pytest.fixture(scope="module")
-def module_graph(ros_context):
-    from rosutil import Graph
-    g = Graph(ros_context, "server_tests")
-    yield g
-    g.close()
 
 
 @pytest.fixture(scope="module")
@@ -61,26 +53,7 @@ def server(tmp_path_factory, module_graph, astronaut):
 
 def _recognise(graph, image, frame_id="cam_optical", topic="camera/image/compressed"):
     """Publish ``image`` until a FaceArray for one of our stamps arrives; return (sent, got)."""
-    results = graph.subscribe(FaceArray, f"{NODE}/faces")
-    pub = graph.publisher(CompressedImage, topic, 1)
-    data = jpeg(image)
-    sent = []
-
-    def make():
-        msg = compressed(graph, data, frame_id=frame_id)
-        sent.append(msg)
-        return msg
-
-    def ours(messages):
-        stamps = {(m.header.stamp.sec, m.header.stamp.nanosec) for m in sent}
-        return any((m.header.stamp.sec, m.header.stamp.nanosec) in stamps for m in messages)
-
-    assert publish_until(graph, pub, make, results, ours, timeout=90), "no FaceArray came back"
-    stamps = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in sent}
-    got = next(m for m in results.messages
-               if (m.header.stamp.sec, m.header.stamp.nanosec) in stamps)
-    graph.node.destroy_publisher(pub)
-    return stamps[(got.header.stamp.sec, got.header.stamp.nanosec)], got
+    return recognise(graph, jpeg(image), frame_id=frame_id, topic=topic)
 
 
 def test_enrolled_person_recognised_in_another_view(server, module_graph, astronaut):
@@ -189,29 +162,9 @@ def test_bad_frames_are_counted_and_the_node_lives_on(server, module_graph, astr
         server.output()[-2000:]
     # A PNG is processed normally afterwards.
     ok, png = cv2.imencode(".png", astronaut)
-    _, got = _recognise_data(module_graph, png.tobytes(), "png")
+    _, got = recognise(module_graph, png.tobytes(), "png")
     assert any(f.name == "eileen" for f in got.faces)
     module_graph.node.destroy_publisher(pub)
-
-
-def _recognise_data(graph, data, fmt):
-    results = graph.subscribe(FaceArray, f"{NODE}/faces")
-    pub = graph.publisher(CompressedImage, "camera/image/compressed", 1)
-    sent = []
-
-    def make():
-        sent.append(compressed(graph, data, fmt))
-        return sent[-1]
-
-    def ours(messages):
-        stamps = {(s.header.stamp.sec, s.header.stamp.nanosec) for s in sent}
-        return any((m.header.stamp.sec, m.header.stamp.nanosec) in stamps for m in messages)
-
-    assert publish_until(graph, pub, make, results, ours, timeout=90)
-    stamps = {(s.header.stamp.sec, s.header.stamp.nanosec) for s in sent}
-    got = next(m for m in results.messages
-               if (m.header.stamp.sec, m.header.stamp.nanosec) in stamps)
-    return None, got
 
 
 def test_annotated_images_follow_cv_bridge_conventions(server, module_graph, astronaut):

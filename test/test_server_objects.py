@@ -19,14 +19,6 @@ NODE = "/facerec_server"
 
 
 @pytest.fixture(scope="module")
-def module_graph(ros_context):
-    from rosutil import Graph
-    g = Graph(ros_context, "object_tests")
-    yield g
-    g.close()
-
-
-@pytest.fixture(scope="module")
 def object_server(tmp_path_factory, module_graph):
     tmp = tmp_path_factory.mktemp("objects")
     onnx_path, labels = make_colour_classifier(tmp / "colours.onnx", tmp / "colours.txt")
