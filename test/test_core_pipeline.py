@@ -21,15 +21,7 @@ from facerec_server.core.match import Matcher
 from facerec_server.core.models import (
     MODEL_FILES, ModelError, ModelPaths, default_model_path, load_model)
 from facerec_server.core.pipeline import FaceConfig, FacePipeline
-
-
-def iou(a, b):
-    """Intersection over union of two (left, top, right, bottom) boxes."""
-    width = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / area
+from boxes import iou
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from facerec_server.dlibnet.embed import OpenCVEmbedder
 from facerec_server.dlibnet.mmod import MmodNet, OpenCVMmodDetector, tiled_pyramid_layout
 from facerec_server.dlibnet.net import DlibNet
 from facerec_server.dlibnet.reader import UnsupportedLayerError, load_net, parse_bytes
+from boxes import iou_inclusive as iou
 
 dlib = pytest.importorskip("dlib")  # dlib is a hard dependency of the project
 
@@ -308,16 +309,6 @@ def test_embedder_interface(embedder, face_chips):
 
 # --------------------------------------------------------------------------------------
 # the MMOD detector against dlib
-
-
-def iou(a, b):
-    iw = min(a[2], b[2]) - max(a[0], b[0]) + 1
-    ih = min(a[3], b[3]) - max(a[1], b[1]) + 1
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    area = (a[2] - a[0] + 1) * (a[3] - a[1] + 1) + (b[2] - b[0] + 1) * (b[3] - b[1] + 1)
-    return inter / (area - inter)
 
 
 @pytest.fixture(scope="module")

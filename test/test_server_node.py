@@ -16,17 +16,9 @@ from facerec_msgs.msg import FaceArray
 from facerec_msgs.srv import Enroll, ListFaces
 from rosutil import (compressed, jpeg, publish_until, recognise, set_parameters,
                      start_node, wait_for_service)
+from boxes import iou
 
 NODE = "/facerec_server"
-
-
-def _iou(a, b):
-    ax0, ay0, ax1, ay1 = a
-    bx0, by0, bx1, by1 = b
-    iw = max(0, min(ax1, bx1) - max(ax0, bx0))
-    ih = max(0, min(ay1, by1) - max(ay0, by0))
-    inter = iw * ih
-    return inter / float((ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter)
 
 
 def _box(face):
@@ -71,7 +63,7 @@ def test_enrolled_person_recognised_in_another_view(server, module_graph, astron
     left, top, right, bottom = max(HogDetector(upsample=0).detect(astronaut),
                                    key=lambda d: d.score).box
     w = astronaut.shape[1]
-    assert _iou(_box(face), (w - right, top, w - left, bottom)) > 0.5
+    assert iou(_box(face), (w - right, top, w - left, bottom)) > 0.5
 
 
 def test_different_person_is_unknown(server, module_graph, messi):
@@ -271,7 +263,7 @@ def test_implementations_switch_at_runtime_and_agree(server, module_graph, astro
                                                       "face.upsample": 0})
         assert all(r.successful for r in results), [r.reason for r in results]
         with_cnn = eileen()
-        assert _iou(_box(with_cnn), _box(default)) > 0.5
+        assert iou(_box(with_cnn), _box(default)) > 0.5
         assert with_cnn.detection_score > 0.5  # MMOD confidence, not a HOG margin
     finally:
         set_parameters(module_graph, NODE, {"face.embedder": "opencv", "face.detector": "hog",

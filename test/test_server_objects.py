@@ -11,7 +11,8 @@ from facerec_msgs.msg import FaceArray, ObjectArray
 from facerec_msgs.srv import ListFaces
 from facerec_server.core.models import default_model_path
 from facerec_server.tools.make_test_classifier import make_colour_classifier
-from test_objects import _scene, iou, train_bullseye_detector
+from boxes import iou
+from test_objects import _scene, train_bullseye_detector
 from rosutil import (compressed, jpeg, publish_until, set_parameters, start_node,
                      wait_for_service)
 
