@@ -29,18 +29,23 @@ if [ "$_facerec_mode" = wheels ]; then
     export CMAKE_PREFIX_PATH="$_facerec_venv${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
     unset _d _facerec_site _facerec_ld
 fi
+# colcon's scripts read unset variables: relax `set -u` while sourcing them.
+case $- in *u*) _facerec_u=1; set +u ;; *) _facerec_u= ;; esac
+if [ -f "$_facerec_venv/ros_src/install/local_setup.bash" ]; then
+    # ROS 2 packages built from source by scripts/ros_sources.sh (composition_interfaces ...)
+    # shellcheck source=/dev/null
+    source "$_facerec_venv/ros_src/install/local_setup.bash"
+fi
 if [ -z "${FACEREC_ENV_NO_INSTALL:-}" ]; then
     if [ -f "$_facerec_root/install/local_setup.bash" ]; then
-        # colcon's script reads unset variables: relax `set -u` while sourcing it.
-        case $- in *u*) _facerec_u=1; set +u ;; *) _facerec_u= ;; esac
         # shellcheck source=/dev/null
         source "$_facerec_root/install/local_setup.bash"
-        if [ -n "$_facerec_u" ]; then set -u; fi
-        unset _facerec_u
         # ament_python puts console scripts in lib/<pkg> (for `ros2 run`); put them on PATH too.
         export PATH="$_facerec_root/install/facerec/lib/facerec:$PATH"
     else
         echo "facerec: install/ missing; run 'make setup' to build the packages" >&2
     fi
 fi
+if [ -n "$_facerec_u" ]; then set -u; fi
+unset _facerec_u
 unset _facerec_root _facerec_venv _facerec_mode _facerec_distro

@@ -5,6 +5,8 @@
 #   * A sourced ROS 2 distribution (Humble, Jazzy, Kilted) whose rclpy imports is used as is;
 #     .venv/ then sees its packages (--system-site-packages) and only adds our pip deps.
 #   * Otherwise .venv/ gets ROS 2 Kilted from PyPI (requirements/ros-wheels.txt).
+#   * ROS 2 packages no registry ships (launch, ros2cli, launch_testing...) are installed
+#     from source trees when the ROS 2 in use lacks them (scripts/ros_sources.sh).
 #   * Root only: Debian's opencv-doc provides messi5.jpg, a real face the tests use.
 set -euo pipefail
 
@@ -63,7 +65,12 @@ if [ "$MODE" = wheels ]; then
     _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$PY" "$ROOT/scripts/fix_wheel_cmake.py" "$VENV"
 fi
 
-# --- 4. Registry face image for the tests (root only) ----------------------------------
+# --- 4. ROS 2 launch system and command-line tools (not on PyPI) ---------------------------
+# shellcheck source=/dev/null
+FACEREC_ENV_NO_INSTALL=1 source "$ROOT/scripts/env.sh"
+bash "$ROOT/scripts/ros_sources.sh" "$ROOT" "$VENV"
+
+# --- 5. Registry face image for the tests (root only) ----------------------------------
 MESSI=/usr/share/doc/opencv-doc/examples/data/messi5.jpg
 if [ ! -f "$MESSI" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -74,9 +81,7 @@ if [ ! -f "$MESSI" ]; then
     fi
 fi
 
-# --- 5. Build both packages with colcon ---------------------------------------------------
-# shellcheck source=/dev/null
-FACEREC_ENV_NO_INSTALL=1 source "$ROOT/scripts/env.sh"
+# --- 6. Build both packages with colcon ---------------------------------------------------
 log "colcon build (facerec, facerec_msgs)"
 # colcon stops crawling at the root package.xml, so the nested facerec_msgs is named too.
 "$PY" -m colcon --log-base "$ROOT/log" build \
