@@ -45,8 +45,11 @@ PY="$VENV/bin/python"
 # pip runs only when a requirements file changed since the last successful install.
 REQS=(requirements/python.txt requirements/test.txt requirements/build.txt)
 [ "$MODE" = wheels ] && REQS+=(requirements/ros-wheels.txt)
+# Installed without dependencies (it declares opencv-python, which would clash with the
+# headless OpenCV): see the file's comment.
+NODEPS=requirements/original-client.txt
 STAMP="$VENV/facerec-requirements.sha256"
-WANT="$(cat "${REQS[@]}" | sha256sum | cut -d' ' -f1)"
+WANT="$(cat "${REQS[@]}" "$NODEPS" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     log "installing Python packages (pinned): ${REQS[*]}"
     _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$PY" -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 \
@@ -54,6 +57,8 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     ARGS=()
     for r in "${REQS[@]}"; do ARGS+=(-r "$r"); done
     _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$PY" -m pip install -q --disable-pip-version-check "${ARGS[@]}" 2>&1 \
+        | { grep -v "^WARNING: Location .* is ignored" || true; }
+    _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$PY" -m pip install -q --disable-pip-version-check --no-deps -r "$NODEPS" 2>&1 \
         | { grep -v "^WARNING: Location .* is ignored" || true; }
     echo "$WANT" > "$STAMP"
 else

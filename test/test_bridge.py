@@ -243,9 +243,9 @@ def test_handshake_settings_echo_and_real_face_results(tls, face_pipeline, astro
                     {"command": 1, "context": "front door"},
                     {"command": 8, "context": True}, {"command": 5, "context": True},
                     {"command": 6, "context": 2}, {"command": 7, "context": False}]
-                await ws.send("\x06:3")  # the pre-JSON format is accepted, echoed likewise
-                assert await ws.recv() == "\x06:3"
-                await ws.send('{"command": 6, "context": 3}')  # back to JSON
+                await ws.send("\x06:4")  # the '<chr(n)>:' form is accepted, echoed as JSON
+                assert await recv_json(ws) == {"command": 6, "context": 4}
+                await ws.send('{"command": 6, "context": 3}')
                 assert await recv_json(ws) == {"command": 6, "context": 3}
                 await ws.send(json.dumps({"command": 2, "context": "hello"}))
 
@@ -464,16 +464,24 @@ def test_max_clients_closes_with_try_again_later(tls):
     run(scenario())
 
 
-def test_legacy_client_gets_legacy_replies(tls):
+def test_commands_in_the_chr_form_get_json_replies(tls):
+    """Issue 14: a client that sends '<chr(n)>:<context>' commands still gets every reply as
+    JSON in the original layouts (the original clients json.loads every text message)."""
     async def scenario():
-        async with Bridge(config(tls), light_processor()) as bridge:
-            async with open_client(tls, bridge) as ws:
+        async with Bridge(config(tls, auth="none"), light_processor()) as bridge:
+            async with open_client(tls, bridge, token=None) as ws:
                 assert await recv_json(ws) == {"command": 9}
-                for text in ("\x01:oldcam", "\x08:0", "\x06:2"):
+                for text, echo in (("\x01:oldcam", {"command": 1, "context": "oldcam"}),
+                                   ("\x08:0", {"command": 8, "context": False}),
+                                   ("\x05:True", {"command": 5, "context": True}),
+                                   ("\x06:2", {"command": 6, "context": 2})):
                     await ws.send(text)
-                    assert await ws.recv() == text
+                    assert await recv_json(ws) == echo
                 await ws.send(RED)
-                assert (await ws.recv()).startswith("\x04:red#")
+                reply = await recv_json(ws)
+                assert reply["command"] == 4 and len(reply["context"]) == 2
+                assert reply["context"][0]["label"] == "red"
+                assert all(set(t) == {"label", "prediction"} for t in reply["context"])
                 assert bridge.server.clients()["oldcam"].faces_enabled is False
     run(scenario())
 

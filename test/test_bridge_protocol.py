@@ -97,10 +97,13 @@ def test_server_messages_round_trip():
     assert parse_text(text).context == [ObjectTag("dog", 0.7), ObjectTag("cat", 0.2)]
 
 
-def test_legacy_result_formats():
-    assert parse_text("\x03:1,2,11,22,bob#0,0,4,4,").context == [
-        FaceTag("bob", 1, 2, 10, 20), FaceTag("", 0, 0, 4, 4)]
-    assert parse_text("\x04:cat#dog").context == [ObjectTag("cat", 0.0), ObjectTag("dog", 0.0)]
+def test_results_are_json_only():
+    """The '<chr(n)>:<context>' form is for client commands; results never use it."""
+    for text in ("\x03:1,2,11,22,bob#0,0,4,4,", "\x04:cat#dog"):
+        with pytest.raises(ProtocolError) as info:
+            parse_text(text)
+        assert info.value.kind == "bad_context"
+    assert not hasattr(protocol, "encode_reply")
 
 
 def test_client_settings_apply_echo_and_announce():
@@ -128,18 +131,6 @@ def test_names_are_cleaned_and_sanitised():
     assert protocol.sanitize_name("2nd") == "c_2nd"
     assert protocol.sanitize_name("___") == "noname"
     assert protocol.sanitize_name("cam(1)") == "cam_1"
-
-
-def test_legacy_replies_round_trip():
-    tags = [{"tag": "bob", "x": 1, "y": 2, "width": 10, "height": 20}]
-    text = protocol.encode_reply(Command.MESSAGE_TAG_FACE, tags, legacy=True)
-    assert text == "\x03:1,2,11,22,bob"
-    assert parse_text(text).context == [FaceTag("bob", 1, 2, 10, 20)]
-    text = protocol.encode_reply(Command.MESSAGE_TAG_OBJECT,
-                                 [{"label": "cat", "prediction": 0.5}], legacy=True)
-    assert text == "\x04:cat"
-    assert protocol.encode_reply(Command.SETTING_OBJDETECTIONENABLED, True, True) == "\x05:1"
-    assert protocol.encode_reply(Command.SETTING_LABELCOUNT, 3) == '{"command":6,"context":3}'
 
 
 def test_redact_masks_tokens():

@@ -4,9 +4,11 @@ Wire format (compatible with the original iot-facerecognition server and clients
 
 * **Binary** messages client -> server are JPEG frames.
 * **Text** messages are JSON objects ``{"command": n, "context": ...}`` (``context`` absent
-  for INIT_REQUEST). Older clients send ``<chr(n)>:<context>`` (one character whose code
-  point is the command number, a colon, then the context as text); :func:`parse_text`
-  accepts both.
+  for INIT_REQUEST). Clients may also send their commands as ``<chr(n)>:<context>`` (one
+  character whose code point is the command number, a colon, then the context as text; the
+  original Python client 1.2.0 does); :func:`parse_text` accepts both for client commands.
+  Server -> client messages are always JSON (:func:`encode`): the original clients
+  ``json.loads`` every text message they receive.
 
 Commands (numbers are part of the contract):
 
@@ -220,21 +222,6 @@ def _object_tags(value: Any) -> List[ObjectTag]:
         raise ProtocolError("bad_context", f"bad object tag: {exc!r}") from None
 
 
-def _legacy_face_tags(text: str) -> List[FaceTag]:
-    """Pre-JSON result format: ``left,top,right,bottom,tag#...``."""
-    tags = []
-    for item in filter(None, text.split("#")):
-        parts = item.split(",", 4)
-        if len(parts) != 5:
-            raise ProtocolError("bad_context", "bad legacy face tag")
-        try:
-            left, top, right, bottom = (int(p) for p in parts[:4])
-        except ValueError:
-            raise ProtocolError("bad_context", "bad legacy face tag") from None
-        tags.append(FaceTag(parts[4], left, top, right - left, bottom - top))
-    return tags
-
-
 def _convert(command: Command, context: Any, legacy: bool) -> Any:
     if command in (Command.SETTING_NAME, Command.MESSAGE):
         text = _to_string(context)
@@ -245,10 +232,11 @@ def _convert(command: Command, context: Any, legacy: bool) -> Any:
         return _to_bool(context)
     if command == Command.INIT_REQUEST:
         return None
+    if legacy:  # results are JSON documents only
+        raise ProtocolError("bad_context", f"command {int(command)} ({command.name}) is sent "
+                                           "as JSON only, not as '<chr(n)>:<context>'")
     if command == Command.MESSAGE_TAG_FACE:
-        return _legacy_face_tags(context) if legacy else _face_tags(context)
-    if legacy:  # MESSAGE_TAG_OBJECT, old format: "label#label#..."
-        return [ObjectTag(label, 0.0) for label in filter(None, str(context).split("#"))]
+        return _face_tags(context)
     return _object_tags(context)
 
 
@@ -300,24 +288,11 @@ def encode(command: Command, context: Any = None) -> str:
 
 
 def encode_legacy(command: Command, context: Any = "") -> str:
-    """The pre-JSON ``<chr(n)>:<context>`` form (booleans as 0/1), as old clients send it."""
+    """A client command in the ``<chr(n)>:<context>`` form (booleans as 0/1), as the original
+    Python client sends it. The bridge accepts this form but never sends it."""
     if isinstance(context, bool):
         context = int(context)
     return f"{chr(int(command))}:{context}"
-
-
-def encode_reply(command: Command, context: Any, legacy: bool = False) -> str:
-    """A server -> client message in the client's dialect: JSON, or for clients that spoke
-    the pre-JSON format, ``<chr(n)>:<context>`` with the old result layouts
-    (``left,top,right,bottom,tag#...`` for faces, ``label#label...`` for objects)."""
-    if not legacy:
-        return encode(command, context)
-    if command == Command.MESSAGE_TAG_FACE:
-        context = "#".join(f"{t['x']},{t['y']},{t['x'] + t['width']},{t['y'] + t['height']},"
-                           f"{t['tag']}" for t in context)
-    elif command == Command.MESSAGE_TAG_OBJECT:
-        context = "#".join(t["label"] for t in context)
-    return encode_legacy(command, "" if context is None else context)
 
 
 def face_tags(faces) -> List[dict]:

@@ -4,7 +4,8 @@ Devices connect over ``wss://`` (TLS always; plain ``ws://`` fails the TLS hands
 authenticate (bearer token, client certificate, or explicitly nothing), receive
 INIT_REQUEST, announce their name and settings (each echoed back as acknowledgement),
 stream JPEG frames as binary messages and receive MESSAGE_TAG_FACE / MESSAGE_TAG_OBJECT
-results. See :mod:`facerec_server.bridge.protocol` for the wire format.
+results. Every text message the bridge sends is JSON, whatever form the client's commands
+took. See :mod:`facerec_server.bridge.protocol` for the wire format.
 
 Per client:
 
@@ -227,7 +228,6 @@ class _Session:
         self.settings.name = client_id
         self.counters: Dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.pending: Optional[Tuple[bytes, float]] = None
-        self.legacy = False  # spoke "<chr(n)>:<context>": replies use that dialect too
         self.frame_ready = asyncio.Event()
         self.log_budget: Dict[str, int] = {}
         self.outbox = _Outbox(server.config.send_queue_size, server.config.control_queue_size,
@@ -380,8 +380,8 @@ class BridgeServer:
             return
         objects = protocol_objects(objects, session.settings)
         if objects or self.config.send_empty_results:
-            session.outbox.put_result([protocol.encode_reply(
-                Command.MESSAGE_TAG_OBJECT, protocol.object_tags(objects), session.legacy)])
+            session.outbox.put_result([protocol.encode(
+                Command.MESSAGE_TAG_OBJECT, protocol.object_tags(objects))])
 
     def _count(self, session: Optional[_Session], key: str, n: int = 1) -> None:
         self._global[key] += n
@@ -519,7 +519,6 @@ class BridgeServer:
             self._count(session, exc.kind)
             self._log_throttled(session, exc.kind, "%s", exc.reason)
             return
-        session.legacy = message.legacy
         if message.command == Command.MESSAGE:
             self._count(session, "messages")
             LOG.info("client %r says: %r", session.name, message.context[:500])
@@ -535,8 +534,8 @@ class BridgeServer:
         else:
             session.settings.apply(message)
             LOG.info("client %r: %s = %r", session.name, message.command.name, message.context)
-        session.outbox.put_control(protocol.encode_reply(
-            message.command, session.settings.value_of(message.command), session.legacy))
+        session.outbox.put_control(protocol.encode(
+            message.command, session.settings.value_of(message.command)))
 
     async def _send_loop(self, session: _Session) -> None:
         try:
@@ -585,11 +584,11 @@ class BridgeServer:
                            elapsed)
             messages = []
             if faces is not None and (faces or self.config.send_empty_results):
-                messages.append(protocol.encode_reply(
-                    Command.MESSAGE_TAG_FACE, protocol.face_tags(faces), session.legacy))
+                messages.append(protocol.encode(
+                    Command.MESSAGE_TAG_FACE, protocol.face_tags(faces)))
             if objects is not None and (objects or self.config.send_empty_results):
-                messages.append(protocol.encode_reply(
-                    Command.MESSAGE_TAG_OBJECT, protocol.object_tags(objects), session.legacy))
+                messages.append(protocol.encode(
+                    Command.MESSAGE_TAG_OBJECT, protocol.object_tags(objects)))
             if messages:
                 session.outbox.put_result(messages)
 
