@@ -408,7 +408,10 @@ def test_bad_input_is_counted_and_limits_close_with_documented_codes(tls):
                 await announce(ws, "noisy", faces=False)
                 await announce(other, "bystander", faces=False)
                 for text in ("this is not json", '{"command": 42, "context": 1}',
-                             '{"command": 6, "context": -3}', "[1,2"):
+                             '{"command": 6, "context": -3}', "[1,2",
+                             # issue 21 item 6: these raised ValueError and closed with 1011
+                             '{"command": 6, "context": "\u00b2"}', "\x06:\u00b2",
+                             "\x06:" + "9" * 5000, '{"command": 6, "context": %s}' % ("9" * 5000)):
                     await ws.send(text)
                 await ws.send(b"\x00\x01 binary garbage")
                 await ws.send(b"\xff\xd8\xff\xe0 truncated jpeg garbage")
@@ -417,7 +420,7 @@ def test_bad_input_is_counted_and_limits_close_with_documented_codes(tls):
                 assert reply[0]["context"][0]["label"] == "red"
                 client = bridge.server.stats()["clients"]["noisy"]
                 assert (client["malformed"], client["unknown_command"], client["bad_context"],
-                        client["decode_errors"]) == (2, 1, 1, 2)
+                        client["decode_errors"]) == (2, 1, 5, 2)
 
                 # a flood within the rate limit: latest-frame semantics drop waiting frames
                 for _ in range(30):

@@ -64,6 +64,15 @@ def test_legacy_client_commands(text, command, context):
     ('{"command": 5, "context": "maybe"}', "bad_context"),
     ('{"command": 1, "context": {"a": 1}}', "bad_context"),
     ("[" * 100000, "malformed"),
+    # issue 21 item 6: digits int() does not take, or too many of them
+    ('{"command": 6, "context": "\u00b2"}', "bad_context"),
+    ("\x06:\u00b2", "bad_context"),
+    ('{"command": 6, "context": "\u0663"}', "bad_context"),  # Arabic-Indic 3: not ASCII
+    ("\x06:" + "9" * 5000, "bad_context"),
+    ('{"command": 6, "context": "%s"}' % ("9" * 5000), "bad_context"),
+    ('{"command": 6, "context": %s}' % ("9" * 5000), "bad_context"),
+    ('{"command": %s, "context": 1}' % ("9" * 5000), "malformed"),
+    ('{"command": 6, "context": 1e999}', "bad_context"),
 ])
 def test_rejected_client_messages(text, kind):
     with pytest.raises(ProtocolError) as info:

@@ -171,13 +171,16 @@ def _to_bool(value: Any) -> bool:
     raise ProtocolError("bad_context", f"expected a boolean, got {_describe(value)}")
 
 
+_ASCII_DIGITS = re.compile(r"[0-9]{1,20}")  # MAX_LABEL_COUNT has 10 digits
+
+
 def _to_unsigned(value: Any) -> int:
     if isinstance(value, bool):
         raise ProtocolError("bad_context", "expected an unsigned integer, got a boolean")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+    if isinstance(value, str) and _ASCII_DIGITS.fullmatch(value.strip()):
+        value = int(value.strip())  # ASCII only: str.isdigit() also takes '²', which int() refuses
     if isinstance(value, int) and 0 <= value <= MAX_LABEL_COUNT:
         return value
     raise ProtocolError("bad_context", f"expected an unsigned integer, got {_describe(value)}")
@@ -242,6 +245,13 @@ def _convert(command: Command, context: Any, legacy: bool) -> Any:
 
 # --- parsing and encoding -------------------------------------------------------------------
 
+def _parse_int(digits: str) -> Union[int, float]:
+    """JSON integers; beyond 40 digits a float (inf for very long ones), so that a huge number
+    is refused as a bad value instead of costing int()'s quadratic conversion or its
+    4300-digit limit (ValueError)."""
+    return int(digits) if len(digits) <= 40 else float(digits)
+
+
 def parse_text(text: Union[str, bytes], allowed: Optional[Iterable[Command]] = None) -> Message:
     """Parse one text message into a :class:`Message` or raise :class:`ProtocolError`.
 
@@ -258,7 +268,7 @@ def parse_text(text: Union[str, bytes], allowed: Optional[Iterable[Command]] = N
         number, context = ord(text[0]), text[2:]
     else:
         try:
-            document = json.loads(text)
+            document = json.loads(text, parse_int=_parse_int)
         except (ValueError, RecursionError):
             raise ProtocolError("malformed", "not JSON and not '<chr(n)>:<context>'") from None
         if not isinstance(document, dict):

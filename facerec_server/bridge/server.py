@@ -519,6 +519,11 @@ class BridgeServer:
             self._count(session, exc.kind)
             self._log_throttled(session, exc.kind, "%s", exc.reason)
             return
+        except (ValueError, TypeError, RecursionError) as exc:  # a parser gap: still bad input
+            self._count(session, "malformed")
+            self._log_throttled(session, "malformed", "unparsable message (%s)",
+                                type(exc).__name__)
+            return
         if message.command == Command.MESSAGE:
             self._count(session, "messages")
             LOG.info("client %r says: %r", session.name, message.context[:500])
