@@ -9,8 +9,10 @@ On INIT_REQUEST it sends its name and settings; the server echoes each one back
 (``BridgeClient.server_settings``). It then streams JPEG frames taken from a callable
 (returning bytes, or None at the end), an iterable or an async iterable, with flow control:
 at most ``max_in_flight`` frames wait for their result; a frame whose result does not
-arrive within ``result_timeout`` seconds is given up on (the server may drop frames). The
-next frame is pulled from the source only when it can be sent, so it is fresh.
+arrive within ``result_timeout`` seconds is given up on (the server may drop frames; logged,
+throttled). When no result at all arrives for ``stall_timeout`` seconds while frames wait for
+one, the connection is given up on too (warning) and made again: a new session on the
+bridge. The next frame is pulled from the source only when it can be sent, so it is fresh.
 
 Results go to ``on_result(Result)``. Lost connections are re-established with exponential
 back-off (``backoff_initial`` doubling up to ``backoff_max``, with jitter) and the settings
@@ -98,7 +100,8 @@ class BridgeClient:
                  max_in_flight: int = 1, result_timeout: float = 2.0,
                  fps: Optional[float] = None, init_timeout: float = 3.0,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                 open_timeout: float = 10.0, max_size: int = 1024 * 1024):
+                 open_timeout: float = 10.0, max_size: int = 1024 * 1024,
+                 stall_timeout: float = 60.0):
         parts = urlsplit(url)
         if parts.scheme != "wss":
             raise BridgeClientError(f"the bridge only speaks wss:// (TLS), not {url!r}")
@@ -118,6 +121,8 @@ class BridgeClient:
         self.init_timeout = init_timeout
         self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
         self.open_timeout, self.max_size = open_timeout, max_size
+        self.stall_timeout = stall_timeout
+        self._waiting_since: Optional[float] = None  # oldest frame sent since the last result
         self.stats = ClientStats()
         self.server_settings: Dict[Command, Any] = {}  # last echo of each setting
         self.connected = asyncio.Event()
@@ -215,21 +220,37 @@ class BridgeClient:
     async def _session(self, ws, source: "_FrameReader", max_frames: Optional[int]) -> bool:
         """One connection; True when streaming is finished, False to reconnect."""
         initialised = asyncio.Event()
+        self._waiting_since = None
         receiver = asyncio.create_task(self._receive(ws, initialised))
         sender = asyncio.create_task(self._send(ws, source, max_frames, initialised))
+        watchdog = asyncio.create_task(self._watch_replies())
         try:
-            done, _ = await asyncio.wait({receiver, sender},
+            done, _ = await asyncio.wait({receiver, sender, watchdog},
                                          return_when=asyncio.FIRST_COMPLETED)
             if sender in done:
                 sender.result()  # re-raise send errors
                 await self._drain()
                 return True
+            if watchdog in done:  # the session stopped answering: a new one
+                await ws.close()
+                return self._stopped
             receiver.result()  # re-raise (ConnectionClosed -> reconnect)
             return self._stopped
         finally:
-            for task in (receiver, sender):
+            for task in (receiver, sender, watchdog):
                 task.cancel()
-            await asyncio.gather(receiver, sender, return_exceptions=True)
+            await asyncio.gather(receiver, sender, watchdog, return_exceptions=True)
+
+    async def _watch_replies(self) -> None:
+        """Return when frames have waited ``stall_timeout`` seconds without any result."""
+        while True:
+            since = self._waiting_since
+            now = time.monotonic()
+            if since is not None and now - since >= self.stall_timeout:
+                LOG.warning("no reply from the bridge for %.0f s although frames were sent: "
+                            "reconnecting", now - since)
+                return
+            await asyncio.sleep(min(1.0, self.stall_timeout / 4))
 
     async def _drain(self) -> None:
         deadline = time.monotonic() + self.result_timeout
@@ -259,13 +280,14 @@ class BridgeClient:
                 self.connected.set()
             elif command in (Command.MESSAGE_TAG_FACE, Command.MESSAGE_TAG_OBJECT):
                 self._on_result(command, message.context)
-            elif command == Command.MESSAGE:
-                LOG.info("server says: %s", message.context)
+            elif command == Command.MESSAGE:  # e.g. "frame not processed: <reason>"
+                LOG.warning("server says: %s", message.context)
             else:
                 self.server_settings[command] = message.context
 
     def _on_result(self, command: Command, tags) -> None:
         kind = "faces" if command == Command.MESSAGE_TAG_FACE else "objects"
+        self._waiting_since = None
         now = time.time()
         result = Result(kind, tags, now)
         parts = self._expected_parts()
@@ -287,6 +309,9 @@ class BridgeClient:
             if timeout <= 0:
                 self._in_flight.popleft()
                 self.stats.result_timeouts += 1
+                if self.stats.result_timeouts <= 3 or self.stats.result_timeouts % 100 == 0:
+                    LOG.warning("no reply to a frame within %.1f s (%d so far)",
+                                self.result_timeout, self.stats.result_timeouts)
                 continue
             self._slot.clear()
             try:
@@ -317,6 +342,8 @@ class BridgeClient:
             self._last_send = time.monotonic()
             if flow_control:
                 self._in_flight.append(self._last_send)
+                if self._waiting_since is None:
+                    self._waiting_since = self._last_send
             self.stats.frames_sent += 1
             self.stats.bytes_sent += len(frame)
 
@@ -421,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="deterministic object recognition")
     parser.add_argument("--max-in-flight", type=int, default=1,
                         help="frames sent before their result arrived (flow control)")
+    parser.add_argument("--stall-timeout", type=float, default=60.0,
+                        help="reconnect when no result arrived for this many seconds while "
+                             "frames were sent (default %(default)s)")
     parser.add_argument("--frames", type=int, default=None, help="stop after N frames")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
@@ -447,6 +477,7 @@ def main(argv=None) -> int:
             args.url, settings, token=_read_token(args), token_in_query=args.token_in_query,
             cafile=args.cafile, certfile=args.certfile, keyfile=args.keyfile,
             insecure=args.insecure, max_in_flight=args.max_in_flight, fps=args.fps,
+            stall_timeout=args.stall_timeout,
             on_result=lambda result: print(f"{args.name} {format_result(result)}",
                                            flush=True))
         frames = _camera_frames(args)

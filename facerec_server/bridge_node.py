@@ -50,7 +50,7 @@ from facerec_msgs.msg import FaceArray, ObjectArray
 from facerec_server import conversions, params
 from facerec_server.ros_params import descriptor
 from facerec_server.bridge import (BridgeConfig, BridgeConfigError, BridgeServer, BridgeThread,
-                                   ClientSettings, UndecodableFrame)
+                                   ClientSettings, FrameFailed, UndecodableFrame)
 from facerec_server.bridge.protocol import sanitize_name
 from facerec_server.core import face_workers
 from facerec_server.core.gallery import Gallery, GalleryError, GalleryMatcherSync
@@ -96,6 +96,10 @@ BRIDGE_SPECS = (
     params.ParamSpec("bridge.send_queue_size", 2, "int",
                      "result sets queued per client before the stalest is dropped",
                      low=1, high=64, read_only=True),
+    params.ParamSpec("bridge.frame_timeout", 30.0, "double",
+                     "seconds a face worker may take for one frame before it is restarted "
+                     "(that frame is not processed); a hung worker holds the other clients "
+                     "up at most this long", low=1.0, high=600.0, read_only=True),
     params.ParamSpec("bridge.publish_images", True, "bool",
                      "republish client frames on ~/clients/<name>/image/compressed"),
 )
@@ -138,6 +142,7 @@ class FacerecBridge(Node):
         self.gallery = Gallery(self.settings.gallery_path)
         self._sync = GalleryMatcherSync(self.gallery, self._matcher)
         self._sync.refresh(force=True)
+        self._frame_timeout = float(self.get_parameter("bridge.frame_timeout").value)
         self._pool = face_workers.FaceWorkerPool(max(1, self.settings.workers or 1))
         self._pool.warmup(self.settings.face, self._model_paths)
         self._recognizer = None
@@ -205,19 +210,35 @@ class FacerecBridge(Node):
     # --- the processor (bridge worker threads) -----------------------------------------------
     def process(self, client_id: str, jpeg: bytes, client: ClientSettings):
         """Faces only: ``(faces, None)``. Objects run on the client's object scheduler
-        (see :meth:`_offer_objects`), so the face reply is never held up by them."""
-        settings = self.settings
+        (see :meth:`_offer_objects`), so the face reply is never held up by them.
+
+        A face worker that dies or takes longer than ``bridge.frame_timeout`` is restarted
+        (and its models loaded again) and this frame fails with FrameFailed."""
+        settings, model_paths = self.settings, self._model_paths
         faces = []
         try:
             if client.faces_enabled and settings.face_enabled:
                 result, _ = self._pool.run(face_workers.job_analyse, settings.face,
-                                           self._model_paths, jpeg, "jpeg")
+                                           model_paths, jpeg, "jpeg",
+                                           timeout=self._frame_timeout)
                 self._sync.refresh()
                 faces = result.faces
                 self._matcher.name_faces(faces)
         except ImageDecodeError as exc:
             raise UndecodableFrame(str(exc)) from None
+        except face_workers.WorkerCrashed as exc:
+            self._warm_restarted_pool(settings, model_paths)
+            raise FrameFailed(str(exc)) from None
         return faces, None
+
+    def _warm_restarted_pool(self, settings: ServerSettings, model_paths) -> None:
+        """Load the models in the restarted workers now, so that the next frame's time limit
+        does not include loading them."""
+        try:
+            self._pool.warmup(settings.face, model_paths)
+        except Exception as exc:  # noqa: BLE001 - the next frame reports it again
+            self.get_logger().warning(f"restarted face workers did not load their models: "
+                                      f"{type(exc).__name__}: {exc}")
 
     # --- object recognition (per client scheduler threads) ------------------------------------
     def _wants_objects(self, client: Optional[ClientSettings]) -> bool:
@@ -322,6 +343,8 @@ class FacerecBridge(Node):
         overall.values = [KeyValue(key=k, value=str(v)) for k, v in stats["global"].items()]
         overall.values.append(KeyValue(key="object_schedulers",
                                        value=str(len(self._object_schedulers))))
+        overall.values.append(KeyValue(key="face_worker_restarts",
+                                       value=str(self._pool.restarts)))
         msg.status.append(overall)
         for name, counters in stats["clients"].items():
             status = DiagnosticStatus(name=f"{node}: client {name}", hardware_id=node,

@@ -581,6 +581,43 @@ def test_ws_client_streams_and_reconnects_after_bridge_restart(tls):
     run(scenario())
 
 
+def test_ws_client_warns_and_reconnects_when_replies_stop(tls, caplog):
+    """Issue 21 item 2: a bridge session that no longer answers (as one did when its face
+    worker died) must not leave facerec-ws-camera sending frames into silence forever: it
+    warns about the missing replies and reconnects, and the new session answers."""
+    release = threading.Event()
+    inner = light_processor()
+    sessions = []
+
+    def processor(client_id, data, settings):
+        if not sessions or sessions[0] == client_id:
+            sessions[:1] = [client_id]
+            release.wait(30)  # the first session never answers (until the test ends)
+        return inner(client_id, data, settings)
+
+    async def scenario():
+        async with Bridge(config(tls, workers=2), processor) as bridge:
+            results = []
+            client = BridgeClient(bridge.url, ClientSettings("silent", faces_enabled=False),
+                                  token=TOKEN, cafile=tls["paths"]["ca.pem"], fps=20,
+                                  result_timeout=0.3, stall_timeout=1.5, backoff_initial=0.1,
+                                  on_result=results.append)
+            task = asyncio.create_task(client.run(lambda: RED))
+            try:
+                await until(lambda: results, timeout=20)
+            finally:
+                client.stop()
+                release.set()
+                await task
+            return client
+    with caplog.at_level(logging.WARNING, logger="facerec.ws_client"):
+        client = run(scenario())
+    assert client.stats.reconnects >= 1 and client.stats.result_timeouts >= 1
+    warnings = [r.getMessage() for r in caplog.records if r.name == "facerec.ws_client"]
+    assert any("no reply" in w for w in warnings), warnings
+    assert any("reconnecting" in w for w in warnings), warnings
+
+
 def test_ws_client_fatal_errors(tls):
     async def scenario():
         async with Bridge(config(tls), light_processor()) as bridge:

@@ -3,11 +3,11 @@
 ROS-free: :mod:`.protocol` (pure), :mod:`.server` (asyncio + websockets),
 :mod:`.processing` (processor contract and core adapter), :mod:`.certs` (test certificates).
 """
-from .processing import PipelineProcessor, UndecodableFrame
+from .processing import FrameFailed, PipelineProcessor, UndecodableFrame
 from .protocol import ClientSettings, Command, ProtocolError
 from .server import BridgeConfig, BridgeConfigError, BridgeServer, BridgeThread
 
 __all__ = [
     "BridgeConfig", "BridgeConfigError", "BridgeServer", "BridgeThread", "ClientSettings",
-    "Command", "PipelineProcessor", "ProtocolError", "UndecodableFrame",
+    "Command", "FrameFailed", "PipelineProcessor", "ProtocolError", "UndecodableFrame",
 ]

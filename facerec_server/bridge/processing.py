@@ -11,7 +11,11 @@ be None: the frame's reply then carries faces only and the host delivers object 
 its own schedule with ``BridgeServer.send_objects`` (so a slow object model does not delay
 the face reply; ``facerec_server.bridge_node`` works this way). It raises
 :class:`UndecodableFrame` for a frame that is not a decodable image (counted as
-``decode_errors``); any other exception is counted as ``processing_errors`` and logged.
+``decode_errors``) and :class:`FrameFailed` when the frame could not be processed for a
+reason outside the frame (e.g. its worker process died or timed out); that and any other
+exception is counted as ``processing_errors``, logged (throttled; a traceback only for
+exceptions other than FrameFailed) and reported to the client as a MESSAGE
+``frame not processed: <reason>``. The client's next frame is processed as usual.
 """
 from __future__ import annotations
 
@@ -25,6 +29,11 @@ Processor = Callable[[str, bytes, ClientSettings], Tuple[Sequence, Optional[Sequ
 
 class UndecodableFrame(ValueError):
     """The frame's bytes are not a decodable JPEG."""
+
+
+class FrameFailed(RuntimeError):
+    """This frame was not processed for a reason outside the frame (the message says why,
+    e.g. its worker process died or did not answer in time); the next frame may succeed."""
 
 
 class PipelineProcessor:

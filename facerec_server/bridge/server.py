@@ -55,7 +55,7 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 from . import protocol
-from .processing import Processor, UndecodableFrame
+from .processing import FrameFailed, Processor, UndecodableFrame
 from .protocol import ClientSettings, Command, ProtocolError
 
 LOG = logging.getLogger("facerec.bridge")
@@ -388,12 +388,17 @@ class BridgeServer:
         if session is not None:
             session.counters[key] += n
 
-    def _log_throttled(self, session: _Session, kind: str, message: str, *args) -> None:
-        """Warn for the first 5 events of a kind per client, then every 100th."""
+    def _log_throttled(self, session: _Session, kind: str, message: str, *args,
+                       exc_info=None) -> bool:
+        """Warn for the first 5 events of a kind per client, then every 100th (True when it
+        did); ``exc_info`` (a traceback) only with the first."""
         seen = session.log_budget.get(kind, 0) + 1
         session.log_budget[kind] = seen
         if seen <= 5 or seen % 100 == 0:
-            LOG.warning("client %r: " + message + " (%d so far)", session.name, *args, seen)
+            LOG.warning("client %r: " + message + " (%d so far)", session.name, *args, seen,
+                        exc_info=exc_info if seen == 1 else None)
+            return True
+        return False
 
     def _authenticate(self, ws) -> Optional[str]:
         """The authenticated principal's name, or None when authentication fails."""
@@ -566,20 +571,22 @@ class BridgeServer:
             if not (settings.faces_enabled or settings.objects_enabled):
                 self._count(session, "frames_skipped")
                 continue
+            executor = self._executor
+            if executor is None:  # stopping
+                return
             try:
                 (faces, objects), elapsed = await loop.run_in_executor(
-                    self._executor, _timed, self.processor, session.id, jpeg, settings)
+                    executor, _timed, self.processor, session.id, jpeg, settings)
+            except asyncio.CancelledError:
+                raise
             except UndecodableFrame as exc:
                 self._count(session, "decode_errors")
                 self._log_throttled(session, "decode", "undecodable frame: %s", exc)
                 continue
-            except (asyncio.CancelledError, RuntimeError):
-                if self._executor is None:  # shutting down
+            except Exception as exc:  # noqa: BLE001 - one bad frame must not end the session
+                if self._executor is None:  # stopping: the executor refused the job
                     return
-                raise
-            except Exception:  # noqa: BLE001 - one bad frame must not end the session
-                self._count(session, "processing_errors")
-                LOG.exception("processing a frame of client %r failed", session.name)
+                self._frame_failed(session, exc)
                 continue
             self._count(session, "frames_processed")
             faces = list(faces) if settings.faces_enabled else None
@@ -596,6 +603,17 @@ class BridgeServer:
                     Command.MESSAGE_TAG_OBJECT, protocol.object_tags(objects)))
             if messages:
                 session.outbox.put_result(messages)
+
+    def _frame_failed(self, session: _Session, exc: Exception) -> None:
+        """A frame the processor could not process: count, log (throttled) and tell the
+        client (MESSAGE, as often as the log line), then go on with the next frame."""
+        self._count(session, "processing_errors")
+        reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, FrameFailed) \
+            else str(exc)
+        if self._log_throttled(session, "processing", "frame not processed: %s", reason,
+                               exc_info=None if isinstance(exc, FrameFailed) else exc):
+            session.outbox.put_control(protocol.encode(
+                Command.MESSAGE, f"frame not processed: {reason}"[:500]))
 
 
 def protocol_objects(objects, settings: ClientSettings) -> list:

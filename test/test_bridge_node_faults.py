@@ -1,0 +1,154 @@
+"""facerec_bridge when its face worker process dies or hangs (issue 21 items 2 and 3).
+
+The real node with one face worker process; the worker is SIGKILLed or SIGSTOPped (as a
+crash or a hang would) while clients stream real frames over wss://.
+"""
+import asyncio
+import json
+import os
+import signal
+import time
+
+import cv2
+import pytest
+from websockets.asyncio.client import connect
+
+from rosutil import jpeg, start_node
+from test_bridge_node import _free_port, _wait_port
+
+FRAME_TIMEOUT = 6.0
+
+
+def _children(pid: int):
+    kids = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as handle:
+            kids += [int(k) for k in handle.read().split()]
+    return kids
+
+
+def _face_workers(pid: int):
+    """The node's face worker processes (spawned children; not the resource tracker)."""
+    workers = []
+    for kid in _children(pid):
+        try:
+            with open(f"/proc/{kid}/cmdline", "rb") as handle:
+                cmdline = handle.read()
+        except FileNotFoundError:
+            continue
+        if b"spawn_main" in cmdline:
+            workers.append(kid)
+    return workers
+
+
+@pytest.fixture(scope="module")
+def bridge(tmp_path_factory):
+    import trustme
+    tmp = tmp_path_factory.mktemp("bridge_faults")
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    server.cert_chain_pems[0].write_to_path(str(tmp / "server.pem"))
+    server.private_key_pem.write_to_path(str(tmp / "server.key"))
+    port = _free_port()
+    proc = start_node("facerec_server.bridge_node", tmp, "bridge", "facerec_bridge", {
+        "bridge.host": "127.0.0.1", "bridge.port": port, "bridge.auth": "none",
+        "bridge.certfile": str(tmp / "server.pem"), "bridge.keyfile": str(tmp / "server.key"),
+        "bridge.frame_timeout": FRAME_TIMEOUT, "bridge.publish_images": False,
+        "gallery.path": str(tmp / "gallery.db"), "workers": 1,
+        "object_recognition.enabled": False})
+    _wait_port(port, proc)
+    import ssl
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    yield {"port": port, "context": context, "proc": proc}
+    code = proc.stop()
+    assert code == 0, f"bridge exit code {code}:\n{proc.output()}"
+
+
+async def _client(bridge, name):
+    ws = await connect(f"wss://127.0.0.1:{bridge['port']}", ssl=bridge["context"],
+                       max_size=2 ** 22)
+    assert json.loads(await ws.recv()) == {"command": 9}
+    await ws.send(json.dumps({"command": 1, "context": name}))
+    assert json.loads(await ws.recv()) == {"command": 1, "context": name}
+    return ws
+
+
+async def _faces_reply(ws, frame, timeout):
+    """Send ``frame`` until a command 3 reply arrives (frames that failed get none); the
+    other messages seen meanwhile."""
+    others = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await ws.send(frame)
+        try:
+            while True:
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 2.0))
+                if reply["command"] == 3:
+                    return reply, others
+                others.append(reply)
+        except asyncio.TimeoutError:
+            continue
+    return None, others
+
+
+def test_client_gets_replies_again_after_the_face_worker_died(bridge, astronaut):
+    frame = jpeg(astronaut)
+    big = jpeg(cv2.resize(astronaut, (1536, 1536)))
+
+    async def scenario():
+        ws = await _client(bridge, "crash-victim")
+        try:
+            reply, _ = await _faces_reply(ws, frame, 60)
+            assert reply is not None, "no reply before the crash"
+            workers = _face_workers(bridge["proc"].popen.pid)
+            assert len(workers) == 1, workers
+            await ws.send(big)  # being processed when its worker dies
+            await asyncio.sleep(0.3)
+            os.kill(workers[0], signal.SIGKILL)
+            return await _faces_reply(ws, frame, 90)
+        finally:
+            await ws.close()
+
+    reply, others = asyncio.run(scenario())
+    output = bridge["proc"].output()
+    assert reply is not None, f"no reply after the face worker died:\n{output[-3000:]}"
+    assert reply["context"], reply
+    # the client was told, and the bridge logged it (one line, no traceback)
+    assert any(m["command"] == 2 and "not processed" in m["context"] for m in others), others
+    assert "crash-victim" in output and "face worker" in output
+    assert "Traceback" not in output
+
+
+def test_stuck_face_worker_holds_other_clients_up_at_most_frame_timeout(bridge, astronaut):
+    frame = jpeg(astronaut)
+
+    async def scenario():
+        stuck = await _client(bridge, "stuck")
+        other = await _client(bridge, "bystander")
+        try:
+            assert (await _faces_reply(stuck, frame, 60))[0] is not None
+            workers = _face_workers(bridge["proc"].popen.pid)
+            assert len(workers) == 1, workers
+            os.kill(workers[0], signal.SIGSTOP)  # hangs, as a wedged worker would
+            try:
+                await stuck.send(frame)
+                await asyncio.sleep(0.5)
+                started = time.monotonic()
+                reply, _ = await _faces_reply(other, frame, 90)
+                waited = time.monotonic() - started
+            finally:
+                if workers[0] in _face_workers(bridge["proc"].popen.pid):
+                    os.kill(workers[0], signal.SIGCONT)
+            again, _ = await _faces_reply(stuck, frame, 60)
+            return reply, waited, again
+        finally:
+            await stuck.close()
+            await other.close()
+
+    reply, waited, again = asyncio.run(scenario())
+    output = bridge["proc"].output()
+    print(f"bystander waited {waited:.1f} s for a reply (frame_timeout {FRAME_TIMEOUT} s)")
+    assert reply is not None and reply["context"], output[-3000:]
+    assert again is not None, output[-3000:]
+    assert "did not answer within" in output and "Traceback" not in output
