@@ -56,7 +56,7 @@ from facerec_server.bridge import (BridgeConfig, BridgeServer, BridgeThread,  # 
 from facerec_server.bridge.certs import make_certs  # noqa: E402
 from facerec_server.core.types import FaceResult  # noqa: E402
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789"
 
 
 def astronaut_jpeg(target_bytes: int) -> bytes:
@@ -292,7 +292,7 @@ class Bench:
                     seq += 1
                 await asyncio.sleep(3 * proc_s)
                 receiver.cancel()
-                stats = thread.server.stats()["clients"]["overload"]
+                stats = thread.server.stats()["clients"]["bench"]  # the token's name
         finally:
             thread.stop()
         values = [latency for _, latency, _ in sorted(latencies)]

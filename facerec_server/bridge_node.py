@@ -48,7 +48,7 @@ from std_msgs.msg import Header
 
 from facerec_msgs.msg import FaceArray, ObjectArray
 from facerec_server import conversions, params
-from facerec_server.ros_params import descriptor
+from facerec_server.ros_params import declare
 from facerec_server.bridge import (BridgeConfig, BridgeConfigError, BridgeServer, BridgeThread,
                                    ClientSettings, FrameFailed, UndecodableFrame)
 from facerec_server.bridge.protocol import sanitize_name
@@ -90,6 +90,10 @@ BRIDGE_SPECS = (
     params.ParamSpec("bridge.max_clients", 16, "int",
                      "most connected clients (more: closed with 1013)", low=1, high=1024,
                      read_only=True),
+    params.ParamSpec("bridge.max_pending", 32, "int",
+                     "connections still in their TLS/websocket handshake (more: the oldest is "
+                     "closed); bounds what idle connections cost", low=1, high=4096,
+                     read_only=True),
     params.ParamSpec("bridge.max_message_rate", 60.0, "double",
                      "messages/s per client, token bucket with 2 s burst (more: closed with "
                      "1008); 0 = unlimited", low=0.0, high=10000.0, read_only=True),
@@ -123,9 +127,17 @@ class FacerecBridge(Node):
     def __init__(self, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
         for spec in SHARED_SPECS + BRIDGE_SPECS:
-            self.declare_parameter(spec.name, spec.default, descriptor(spec))
-        ObjectRunner.declare_model_parameters(self)
-        self.settings = ServerSettings.from_values(self._values())
+            declare(self, spec)  # ValueError: one line naming the parameter and value
+        try:
+            ObjectRunner.declare_model_parameters(self)
+        except rclpy.exceptions.ParameterException as exc:  # wrong type or out of range
+            raise ValueError(f"invalid object model parameter: {exc}") from None
+        values = self._values()
+        for spec in SHARED_SPECS + BRIDGE_SPECS:  # the same checks as runtime changes
+            reason = spec.validate(values[spec.name])
+            if reason is not None:
+                raise ValueError(reason)
+        self.settings = ServerSettings.from_values(values)
         self.add_on_set_parameters_callback(self._parameters_callback)
         config = self._bridge_config()  # BridgeConfigError: stop at start-up
         config.validate()
@@ -184,14 +196,15 @@ class FacerecBridge(Node):
             certfile=_path(v["bridge.certfile"]), keyfile=_path(v["bridge.keyfile"]),
             auth=v["bridge.auth"], tokens_file=_path(v["bridge.tokens_file"]),
             ca_file=_path(v["bridge.ca_file"]), max_frame_size=int(v["bridge.max_frame_size"]),
-            max_clients=int(v["bridge.max_clients"]),
+            max_clients=int(v["bridge.max_clients"]), max_pending=int(v["bridge.max_pending"]),
             max_message_rate=float(v["bridge.max_message_rate"]),
             send_queue_size=int(v["bridge.send_queue_size"]),
             workers=max(1, self.settings.workers or 1),
             default_settings=ClientSettings(
                 objects_enabled=self.settings.objects_enabled,
                 label_count=self.settings.label_count,
-                deterministic=self.settings.deterministic))
+                deterministic=self.settings.deterministic),
+            name_prefix="bridge.")
 
     def _parameters_callback(self, changes) -> SetParametersResult:
         try:

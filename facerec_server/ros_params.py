@@ -1,4 +1,6 @@
 """ROS side of ``facerec_server.params``: a ParamSpec as an rcl_interfaces ParameterDescriptor."""
+import re
+
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType)
 
@@ -27,3 +29,20 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
         desc.floating_point_range = [FloatingPointRange(from_value=float(spec.low),
                                                         to_value=float(spec.high), step=0.0)]
     return desc
+
+
+def declare(node, spec: ParamSpec):
+    """Declare ``spec`` on ``node``; a start-up value of the wrong type or out of range raises
+    ValueError with one line naming the parameter, the value and what is allowed."""
+    from rclpy.exceptions import InvalidParameterValueException, ParameterException
+    try:
+        return node.declare_parameter(spec.name, spec.default, descriptor(spec))
+    except InvalidParameterValueException as exc:
+        match = re.search(r"value \((.*?)\) for parameter", str(exc))
+        given = match.group(1) if match else "the given value"
+        allowed = (f"use {spec.low}..{spec.high}" if spec.low is not None
+                   and spec.high is not None else "see its description")
+        raise ValueError(f"{spec.name} {given} is out of range: {allowed} "
+                         f"({spec.description})") from None
+    except ParameterException as exc:  # e.g. a string where an integer is declared
+        raise ValueError(f"{spec.name}: {exc}") from None

@@ -65,3 +65,38 @@ def module_graph(ros_context):
     helper = Graph(ros_context, "module_graph")
     yield helper
     helper.close()
+
+
+# --- websocket bridge: certificates and tokens ---------------------------------------------
+BRIDGE_TOKEN = "s3cret-token-for-tests"
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    """For the websocket bridge's tests (test_bridge*.py): server pair and client trust from
+    one CA; client certificates from a client CA and from a rogue CA."""
+    import ssl
+
+    import trustme
+    folder = tmp_path_factory.mktemp("tls")
+    ca, client_ca, rogue_ca = trustme.CA(), trustme.CA(), trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    paths = {name: str(folder / name) for name in
+             ("server.pem", "server.key", "client-ca.pem", "tokens")}
+    server.cert_chain_pems[0].write_to_path(paths["server.pem"])
+    server.private_key_pem.write_to_path(paths["server.key"])
+    client_ca.cert_pem.write_to_path(paths["client-ca.pem"])
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    with open(paths["tokens"], "w") as handle:
+        handle.write(f"# test tokens\nother-token-0123456789\nrobot1:{BRIDGE_TOKEN}\n\n")
+    paths["ca.pem"] = str(folder / "ca.pem")
+
+    def client_context(cert_from=None):
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        if cert_from is not None:
+            cert_from.issue_cert("cam-mtls").configure_cert(context)
+        return context
+
+    return {"ca": ca, "paths": paths, "client_context": client_context,
+            "client_ca": client_ca, "rogue_ca": rogue_ca}

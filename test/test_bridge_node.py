@@ -4,9 +4,11 @@ The node runs dlib's MMOD face detector as a (deliberately slow: seconds per fra
 object model, which must never delay a client's face replies."""
 import asyncio
 import json
+import os
 import socket
 import ssl
 import statistics
+import subprocess
 import time
 
 import pytest
@@ -20,7 +22,10 @@ from facerec_server.core.models import default_model_path
 from rosutil import jpeg, start_node
 
 NODE = "/facerec_bridge"
-TOKEN = "node-test-token"
+TOKEN = "node-test-token-0123456789"
+INTRUDER = "intruder-token-0123456789"
+# the clients of the object test: one token (and so one ROS name) each
+NAMED = {"no_objects": "no-objects-token-0123456789", "with_objects": "objects-token-0123456789"}
 
 
 def _free_port() -> int:
@@ -56,7 +61,8 @@ def bridge(tmp_path_factory, astronaut):
     server = ca.issue_cert("127.0.0.1")
     server.cert_chain_pems[0].write_to_path(str(tmp / "server.pem"))
     server.private_key_pem.write_to_path(str(tmp / "server.key"))
-    (tmp / "tokens").write_text(f"robot:{TOKEN}\n")
+    (tmp / "tokens").write_text(f"robot_cam:{TOKEN}\nintruder:{INTRUDER}\n" + "".join(
+        f"{name}:{token}\n" for name, token in NAMED.items()))
     port = _free_port()
     proc = start_node("facerec_server.bridge_node", tmp, "bridge", "facerec_bridge", {
         "bridge.host": "127.0.0.1", "bridge.port": port,
@@ -107,17 +113,46 @@ def test_client_frames_and_results_are_published(bridge, graph, astronaut, messi
     assert faces_topic.wait_for(lambda m: any("astronaut" in [f.name for f in a.faces]
                                               for a in m), 20)
     result = next(a for a in faces_topic.messages if "astronaut" in [f.name for f in a.faces])
-    assert result.source == "Robot Cam" and result.header.frame_id == "Robot Cam"
+    # the token's name, not the name the client asked for, is its ROS name
+    assert result.source == "robot_cam" and result.header.frame_id == "robot_cam"
     assert result.header.stamp.sec > 0 and result.processing_time > 0
     assert images.messages, "no CompressedImage on the client's topic"
     image = images.messages[-1]
-    assert image.header.frame_id == "Robot Cam" and image.format == "jpeg"
+    assert image.header.frame_id == "robot_cam" and image.format == "jpeg"
     assert bytes(image.data) in frames.values()
+
+
+def test_another_token_cannot_publish_under_a_taken_name(bridge, graph, astronaut):
+    """Issue 21 item 5: the holder of another token asks to be robot_cam; everything it
+    sends reaches ROS under its own token's name."""
+    faces_topic = graph.subscribe(FaceArray, f"{NODE}/faces")
+    intruder_images = graph.subscribe_sensor(
+        CompressedImage, f"{NODE}/clients/intruder/image/compressed")
+    frame = jpeg(astronaut)
+
+    async def scenario():
+        async with connect(f"wss://127.0.0.1:{bridge['port']}", ssl=bridge["context"],
+                           additional_headers={"Authorization": f"Bearer {INTRUDER}"}) as ws:
+            assert json.loads(await ws.recv()) == {"command": 9}
+            await ws.send('{"command":1,"context":"robot_cam"}')
+            assert json.loads(await ws.recv()) == {"command": 1, "context": "intruder"}
+            await ws.send('{"command":5,"context":false}')
+            await ws.recv()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not (intruder_images.messages and any(
+                    a.source == "intruder" for a in faces_topic.messages)):
+                await ws.send(frame)
+                assert json.loads(await asyncio.wait_for(ws.recv(), 60))["command"] == 3
+
+    asyncio.run(scenario())
+    assert any(a.source == "intruder" for a in faces_topic.messages)
+    assert all(a.source != "robot_cam" for a in faces_topic.messages)
+    assert {m.header.frame_id for m in intruder_images.messages} == {"intruder"}
 
 
 async def _client(bridge, name, objects, label_count=5):
     ws = await connect(f"wss://127.0.0.1:{bridge['port']}", ssl=bridge["context"],
-                       additional_headers={"Authorization": f"Bearer {TOKEN}"})
+                       additional_headers={"Authorization": f"Bearer {NAMED[name]}"})
     assert json.loads(await ws.recv()) == {"command": 9}
     for text in (json.dumps({"command": 1, "context": name}),
                  json.dumps({"command": 5, "context": objects}),
@@ -165,12 +200,12 @@ def test_slow_object_model_does_not_delay_face_replies(bridge, graph, astronaut)
 
     async def scenario():
         without_objects, with_objects = [], []
-        plain = await _client(bridge, "no-objects", False)
+        plain = await _client(bridge, "no_objects", False)
         try:
             await _face_latencies(plain, frame, 1, without_objects)  # warm-up
             baseline = await _face_latencies(plain, frame, frames, without_objects)
             started = time.time()
-            eager = await _client(bridge, "with-objects", True, label_count=3)
+            eager = await _client(bridge, "with_objects", True, label_count=3)
             try:
                 loaded = await _face_latencies(eager, frame, frames, with_objects)
                 # object replies come on their own schedule; keep streaming until one with
@@ -212,12 +247,12 @@ def test_slow_object_model_does_not_delay_face_replies(bridge, graph, astronaut)
     # ~/objects: source = the client, stamped with the frame's receipt time
     assert objects_topic.wait_for(lambda m: any(a.objects for a in m), 30)
     published = [a for a in objects_topic.messages if a.objects]
-    assert {a.source for a in objects_topic.messages} == {"with-objects"}
+    assert {a.source for a in objects_topic.messages} == {"with_objects"}
     durations = [a.processing_time for a in published]
     print(f"MMOD object recognition time: {[round(t, 3) for t in durations]}")
     for array in published:
         stamp = array.header.stamp.sec + array.header.stamp.nanosec * 1e-9
-        assert array.header.frame_id == "with-objects"
+        assert array.header.frame_id == "with_objects"
         assert started <= stamp <= time.time() and array.processing_time > 0
         assert array.objects[0].label == "face"
 
@@ -228,3 +263,47 @@ def test_refuses_to_start_without_certificate(tmp_path):
     code = proc.popen.wait(60)
     assert code == 1
     assert "facerec_server.bridge.certs" in proc.output()
+
+
+@pytest.fixture(scope="module")
+def pems(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pems")
+    server = trustme.CA().issue_cert("127.0.0.1")
+    server.cert_chain_pems[0].write_to_path(str(tmp / "server.pem"))
+    server.private_key_pem.write_to_path(str(tmp / "server.key"))
+    (tmp / "ca.der").write_bytes(bytes(range(256)) * 3)
+    os.mkfifo(tmp / "tokens.fifo")
+    return tmp
+
+
+@pytest.mark.parametrize("values, expected", [
+    ({"bridge.port": 70000}, "bridge.port"),
+    ({"bridge.max_frame_size": 10}, "bridge.max_frame_size"),
+    ({"bridge.max_clients": 5000}, "bridge.max_clients"),
+    ({"bridge.keyfile": "{tmp}/server.pem"}, "bridge.keyfile '{tmp}/server.pem' holds a cert"),
+    ({"bridge.certfile": "{tmp}/server.key"}, "bridge.certfile '{tmp}/server.key' holds a priv"),
+    ({"bridge.host": "no-such-host.invalid"}, "bridge.host 'no-such-host.invalid' cannot be"),
+    ({"bridge.auth": "mtls", "bridge.ca_file": "{tmp}/ca.der"}, "bridge.ca_file '{tmp}/ca.der'"),
+    ({"bridge.auth": "token", "bridge.tokens_file": "{tmp}/tokens.fifo"}, "not a regular file"),
+])
+def test_startup_errors_are_one_line(tmp_path, pems, values, expected):
+    """Issue 21 items 11 and 14: one line naming the parameter and its value, exit 1, no
+    traceback, no hang (a FIFO tokens file blocked the start-up)."""
+    values = {name: value.format(tmp=pems) if isinstance(value, str) else value
+              for name, value in values.items()}
+    params = {"bridge.port": _free_port(), "bridge.auth": "none",
+              "bridge.certfile": str(pems / "server.pem"),
+              "bridge.keyfile": str(pems / "server.key"),
+              "gallery.path": str(tmp_path / "gallery.db"), "workers": 1}
+    params.update(values)
+    proc = start_node("facerec_server.bridge_node", tmp_path, "bad", "facerec_bridge", params)
+    try:
+        code = proc.popen.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.stop()
+        pytest.fail(f"the bridge did not stop within 60 s:\n{proc.output()}")
+    output = proc.output()
+    assert code == 1, output
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if "cannot start" in line]
+    assert len(lines) == 1 and expected.format(tmp=pems) in lines[0], output

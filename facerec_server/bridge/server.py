@@ -40,18 +40,23 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import errno
+import functools
 import hmac
+import http
 import logging
 import os
+import socket
 import ssl
+import stat
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import serve
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from . import protocol
@@ -75,15 +80,27 @@ COUNTERS = (
     "frames_received", "frames_processed", "frames_dropped", "frames_skipped",
     "bytes_received", "decode_errors", "processing_errors", "malformed", "unknown_command",
     "bad_context", "messages", "settings", "results_sent", "results_dropped",
-    "control_dropped", "callback_errors",
+    "control_dropped", "callback_errors", "names_refused",
 )
 GLOBAL_COUNTERS = COUNTERS + (
-    "connections", "rejected_auth", "rejected_capacity", "closed_rate", "closed_too_big",
+    "connections", "rejected_auth", "rejected_backoff", "rejected_capacity", "closed_rate",
+    "closed_too_big", "accept_errors",
 )
 
 
 class BridgeConfigError(ValueError):
     """The bridge cannot start with this configuration (the message says why and what to do)."""
+
+
+MIN_TOKEN_LENGTH = 16  # characters; `secrets.token_urlsafe(32)` gives 43
+MAX_CONFIG_FILE = 1024 * 1024  # bytes: a tokens file, certificate chain or key is far smaller
+TOKEN_HELP = "make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+# (field, lowest, highest) of the numeric settings, checked before anything starts
+_RANGES = (("port", 0, 65535), ("max_frame_size", 1024, 64 * 1024 * 1024),
+           ("max_clients", 1, 1024), ("max_pending", 1, 4096),
+           ("max_message_rate", 0.0, 10000.0), ("send_queue_size", 1, 64),
+           ("control_queue_size", 1, 4096), ("workers", 1, 64))
 
 
 @dataclass
@@ -95,10 +112,12 @@ class BridgeConfig:
     certfile: Optional[str] = None  # PEM certificate chain (required)
     keyfile: Optional[str] = None  # PEM private key (required)
     auth: str = "token"  # "token" | "mtls" | "none" (none must be explicit; warns)
-    tokens_file: Optional[str] = None  # one token per line, or "name:token"; '#' comments
+    tokens_file: Optional[str] = None  # one "name:token" (or bare token) per line; '#' comments
     ca_file: Optional[str] = None  # CA bundle that signs client certificates (auth=mtls)
     max_frame_size: int = 2 * 1024 * 1024  # bytes per websocket message (-> close 1009)
     max_clients: int = 16  # more -> close 1013
+    max_pending: int = 32  # connections still in their TLS/websocket handshake; more: the
+    #                        oldest is dropped (bounds what idle connections cost)
     max_message_rate: float = 60.0  # messages/s per client, token bucket; 0 = unlimited
     rate_burst: Optional[float] = None  # bucket capacity; default 2 s worth of messages
     send_queue_size: int = 2  # result sets waiting per client before the stalest is dropped
@@ -108,65 +127,287 @@ class BridgeConfig:
     workers: int = 1  # processor threads shared by all clients
     ping_interval: Optional[float] = 20.0
     ping_timeout: Optional[float] = 20.0
-    open_timeout: Optional[float] = 10.0  # TLS + websocket handshake
+    open_timeout: Optional[float] = 10.0  # TLS handshake, then the websocket handshake
     default_settings: ClientSettings = field(default_factory=ClientSettings)
+    name_prefix: str = ""  # before field names in error messages (the ROS node: "bridge.")
+
+    def label(self, name: str) -> str:
+        """How error messages name a field (e.g. ``bridge.certfile`` for the ROS node)."""
+        return self.name_prefix + name
 
     def validate(self) -> None:
+        """Raise BridgeConfigError (one line: the value, and what to do) for anything that
+        would stop the bridge later: modes, ranges, files, tokens, certificates."""
         if self.auth not in AUTH_MODES:
             raise BridgeConfigError(f"auth must be one of {AUTH_MODES}, got {self.auth!r}")
+        for name, low, high in _RANGES:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not low <= value <= high:
+                raise BridgeConfigError(f"{self.label(name)} {value!r} is out of range: use "
+                                        f"{low}..{high}")
         if not self.certfile or not self.keyfile:
             raise BridgeConfigError(CERT_HELP)
-        for label, path in (("certfile", self.certfile), ("keyfile", self.keyfile)):
-            if not os.path.isfile(path):
-                raise BridgeConfigError(f"{label} {path!r} does not exist; {CERT_HELP}")
         if self.auth == "token":
             if not self.tokens_file:
                 raise BridgeConfigError(
-                    "auth=token needs tokens_file (one token per line, or name:token); "
-                    "use auth=none explicitly to run without authentication")
-            load_tokens(self.tokens_file)  # raises when unreadable or empty
-        if self.auth == "mtls" and not (self.ca_file and os.path.isfile(self.ca_file)):
-            raise BridgeConfigError("auth=mtls needs ca_file: the CA that signs client "
-                                    "certificates (see facerec_server.bridge.certs --client)")
-        if self.max_frame_size <= 0 or self.max_clients <= 0 or self.send_queue_size <= 0:
-            raise BridgeConfigError("max_frame_size, max_clients and send_queue_size must be > 0")
-        if self.workers <= 0:
-            raise BridgeConfigError("workers must be > 0")
+                    f"{self.label('auth')}=token needs {self.label('tokens_file')} (one "
+                    "name:token per line); use auth=none explicitly to run without "
+                    "authentication")
+            load_tokens(self.tokens_file, self.label("tokens_file"))
+        if self.auth == "mtls" and not self.ca_file:
+            raise BridgeConfigError(f"{self.label('auth')}=mtls needs {self.label('ca_file')}: "
+                                    "the CA that signs client certificates (see "
+                                    "facerec_server.bridge.certs --client)")
+        make_ssl_context(self)
 
 
-def load_tokens(path: str) -> List[Tuple[str, str]]:
-    """(name, token) pairs from ``path``: one token per line, optionally ``name:token``
-    (split at the first colon); blank lines and lines starting with '#' are ignored.
-    Unnamed tokens are named ``token<line>``."""
+# --- files the bridge reads ----------------------------------------------------------------
+
+def read_config_file(label: str, path: str, max_bytes: int = MAX_CONFIG_FILE) -> bytes:
+    """The bytes of a file the bridge is configured with. It must be a regular file of at
+    most ``max_bytes``: a FIFO or device would block the start-up or never end. Opened
+    without blocking and checked on the open descriptor (no window for a swap)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise BridgeConfigError(f"cannot read tokens_file {path!r}: {exc.strerror}") from None
-    tokens = []
-    for number, line in enumerate(lines, 1):
+        hint = f"; {CERT_HELP}" if label.endswith(("certfile", "keyfile")) else ""
+        raise BridgeConfigError(f"cannot read {label} {path!r}: {exc.strerror}{hint}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BridgeConfigError(f"{label} {path!r} is not a regular file (a "
+                                    f"{_file_kind(info.st_mode)}): give the path of the file")
+        if info.st_size > max_bytes:
+            raise BridgeConfigError(f"{label} {path!r} is {info.st_size} bytes, more than a "
+                                    f"{label} can be ({max_bytes}): is it the right file?")
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)[:max_bytes]
+    except OSError as exc:
+        raise BridgeConfigError(f"cannot read {label} {path!r}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def load_tokens(path: str, label: str = "tokens_file") -> List[Tuple[str, str]]:
+    """(name, token) pairs from ``path``: one ``name:token`` per line (split at the first
+    colon), or a bare token, then named ``token<line>``; blank lines and lines starting
+    with '#' are ignored. The name is the ROS name of the clients that use the token.
+    Refused (BridgeConfigError, never showing a token): no token, a token shorter than
+    MIN_TOKEN_LENGTH, a name that is not printable text of at most
+    ``protocol.MAX_NAME_LENGTH`` characters, two names that give the same ROS name."""
+    try:
+        text = read_config_file(label, path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BridgeConfigError(f"{label} {path!r} is not UTF-8 text") from None
+    tokens: List[Tuple[str, str]] = []
+    ros_names: Dict[str, Tuple[str, int]] = {}
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         name, sep, token = line.partition(":")
         if not sep:
-            name, token = f"token{number}", line
-        name, token = name.strip(), token.strip()
-        if token:
-            tokens.append((name or f"token{number}", token))
+            name, token = "", line
+        name, token = name.strip() or f"token{number}", token.strip()
+        where = f"{label} {path!r} line {number}"
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise BridgeConfigError(f"{where}: the token has {len(token)} characters; use at "
+                                    f"least {MIN_TOKEN_LENGTH} ({TOKEN_HELP})")
+        if protocol.clean_name(name) != name:
+            raise BridgeConfigError(f"{where}: the name {name[:80]!r} must be printable text of "
+                                    f"at most {protocol.MAX_NAME_LENGTH} characters")
+        ros_name = protocol.sanitize_name(name)
+        other = ros_names.setdefault(ros_name, (name, number))
+        if other[0] != name:
+            raise BridgeConfigError(f"{where}: the names {other[0]!r} (line {other[1]}) and "
+                                    f"{name!r} give the same ROS name {ros_name!r}; rename one")
+        tokens.append((name, token))
     if not tokens:
-        raise BridgeConfigError(f"tokens_file {path!r} holds no token")
+        raise BridgeConfigError(f"{label} {path!r} holds no token ({TOKEN_HELP})")
     return tokens
 
 
+_PEM_CERT = b"-----BEGIN CERTIFICATE-----"
+_PEM_KEY = b"PRIVATE KEY-----"
+
+
 def make_ssl_context(config: BridgeConfig) -> ssl.SSLContext:
+    """The server's TLS context; BridgeConfigError names the file and the fix."""
+    certfile, keyfile = config.label("certfile"), config.label("keyfile")
+    cert = read_config_file(certfile, config.certfile)
+    key = read_config_file(keyfile, config.keyfile)
+    if _PEM_CERT not in cert:
+        what = "a private key" if _PEM_KEY in cert else "no PEM certificate"
+        raise BridgeConfigError(f"{certfile} {config.certfile!r} holds {what}, not a "
+                                f"certificate: give the certificate chain (server.pem) as "
+                                f"{certfile} and its key (server.key) as {keyfile}")
+    if _PEM_KEY not in key:
+        what = "a certificate" if _PEM_CERT in key else "no PEM private key"
+        raise BridgeConfigError(f"{keyfile} {config.keyfile!r} holds {what}, not a private "
+                                "key: give the certificate's key (server.key)")
+    if b"ENCRYPTED" in key:
+        raise BridgeConfigError(f"{keyfile} {config.keyfile!r} is encrypted: give an "
+                                "unencrypted key readable only by the bridge's user (chmod 600)")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(config.certfile, config.keyfile)
+    try:
+        context.load_cert_chain(config.certfile, config.keyfile, password="")
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            raise BridgeConfigError(f"{keyfile} {config.keyfile!r} does not belong to the "
+                                    f"certificate in {certfile} {config.certfile!r}: give the "
+                                    "key made with that certificate") from None
+        raise BridgeConfigError(f"cannot load {certfile} {config.certfile!r} with {keyfile} "
+                                f"{config.keyfile!r}: {exc.reason or exc}") from None
     if config.auth == "mtls":
+        ca_file = config.label("ca_file")
+        ca = read_config_file(ca_file, config.ca_file)
+        if _PEM_CERT not in ca:
+            raise BridgeConfigError(f"{ca_file} {config.ca_file!r} holds no PEM certificate: give "
+                                    "the CA certificate(s) that sign client certificates (PEM, "
+                                    "e.g. ca.pem of facerec_server.bridge.certs)")
         context.verify_mode = ssl.CERT_REQUIRED
-        context.load_verify_locations(cafile=config.ca_file)
+        try:
+            context.load_verify_locations(cadata=ca.decode("ascii", "replace"))
+        except ssl.SSLError as exc:
+            raise BridgeConfigError(f"cannot load {ca_file} {config.ca_file!r}: "
+                                    f"{exc.reason or exc}; give PEM CA certificates") from None
     return context
+
+
+# --- who is asking: authentication in one place --------------------------------------------
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated client. ``bound``: its credential decides its ROS-visible name
+    (``name``; a token's name or a certificate's CN), the client cannot choose another."""
+
+    name: str
+    bound: bool
+
+
+ANONYMOUS = Principal("anonymous", bound=False)
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """``principal`` when authenticated; else ``retry_after`` > 0 when the source address is
+    backing off after failed logins (answer 429 without checking), 0 for a failed check."""
+
+    principal: Optional[Principal]
+    retry_after: float = 0.0
+
+
+class _LoginBackoff:
+    """Failed logins per source address: after FREE failures each further attempt must wait
+    1 s, doubling per failure up to MAX_DELAY s. A success forgets the address; so do
+    FORGET s without a failure. At most ``size`` addresses (the stalest are dropped)."""
+
+    FREE, MAX_DELAY, FORGET = 5, 60.0, 900.0
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._table: "OrderedDict[str, Tuple[int, float, float]]" = OrderedDict()
+
+    def retry_after(self, address: str, now: float) -> float:
+        entry = self._table.get(address)
+        if entry is None:
+            return 0.0
+        failures, blocked_until, last = entry
+        if now - last > self.FORGET:
+            del self._table[address]
+            return 0.0
+        return max(0.0, blocked_until - now)
+
+    def failed(self, address: str, now: float) -> None:
+        failures, _, last = self._table.pop(address, (0, 0.0, now))
+        failures = 1 if now - last > self.FORGET else failures + 1
+        delay = min(self.MAX_DELAY, 2.0 ** (failures - self.FREE)) if failures >= self.FREE \
+            else 0.0
+        self._table[address] = (failures, now + delay, now)
+        while len(self._table) > self.size:
+            self._table.popitem(last=False)
+
+    def succeeded(self, address: str) -> None:
+        self._table.pop(address, None)
+
+
+class Authenticator:
+    """Who is asking, for every request on the bridge's port (the websocket upgrade now; an
+    HTTP handler on the same port can use it the same way).
+
+    * ``token``: ``Authorization: Bearer <token>`` (or ``?token=`` in the URL), compared in
+      constant time with every token of the tokens file; the principal is the token's name.
+    * ``mtls``: the TLS layer verified the client certificate; the principal is its CN.
+    * ``none``: everyone is ``anonymous`` and chooses their own name.
+
+    Failed token checks are counted per source address (:class:`_LoginBackoff`); while an
+    address backs off its requests are refused without a check (``retry_after``)."""
+
+    def __init__(self, config: BridgeConfig):
+        self.mode = config.auth
+        self._tokens = load_tokens(config.tokens_file, config.label("tokens_file")) \
+            if config.auth == "token" else []
+        self._backoff = _LoginBackoff()
+
+    def check(self, headers, path: str, peercert: Optional[dict], address: str) -> AuthResult:
+        if self.mode == "none":
+            return AuthResult(ANONYMOUS)
+        if self.mode == "mtls":  # the TLS handshake already verified the certificate
+            return AuthResult(Principal(_certificate_name(peercert or {}), bound=True))
+        now = time.monotonic()
+        wait = self._backoff.retry_after(address, now)
+        if wait > 0:
+            return AuthResult(None, retry_after=wait)
+        name = self._token_name(_bearer_token(headers, path))
+        if name is None:
+            self._backoff.failed(address, now)
+            return AuthResult(None)
+        self._backoff.succeeded(address)
+        return AuthResult(Principal(name, bound=True))
+
+    def _token_name(self, candidate: Optional[str]) -> Optional[str]:
+        if not candidate:
+            return None
+        found = None
+        for name, token in self._tokens:  # no early exit: timing does not reveal the index
+            if hmac.compare_digest(candidate.encode(), token.encode()):
+                found = name
+        return found
+
+
+def _bearer_token(headers, path: str) -> Optional[str]:
+    scheme, _, value = headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    values = parse_qs(urlsplit(path).query).get("token")
+    return values[0] if values else None
+
+
+def _certificate_name(cert: dict) -> str:
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return protocol.clean_name(value)
+    for _, value in cert.get("subjectAltName", ()):
+        return protocol.clean_name(value)
+    return "client-certificate"
 
 
 class _TokenBucket:
@@ -175,13 +416,149 @@ class _TokenBucket:
         self.tokens, self.stamp = burst, time.monotonic()
 
     def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
+        self._refill()
         if self.tokens >= 1.0:
             self.tokens -= 1.0
             return True
         return False
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def full(self) -> bool:
+        self._refill()
+        return self.tokens >= self.capacity
+
+
+class _ParkedBuckets:
+    """Message-rate buckets of closed connections, by (principal, source address): a new
+    connection from the same key continues the emptiest of them, so a reconnect does not
+    refill the allowance. A bucket that has refilled is forgotten; at most ``size`` kept."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._table: "OrderedDict[Tuple[str, str], _TokenBucket]" = OrderedDict()
+
+    def park(self, key: Tuple[str, str], bucket: _TokenBucket) -> None:
+        if bucket.full():
+            return
+        kept = self._table.pop(key, None)
+        if kept is not None and kept.tokens < bucket.tokens:
+            bucket = kept
+        self._table[key] = bucket
+        while len(self._table) > self.size:
+            self._table.popitem(last=False)
+
+    def take(self, key: Tuple[str, str]) -> Optional[_TokenBucket]:
+        return self._table.pop(key, None)
+
+
+# --- connections before they are websocket clients -----------------------------------------
+
+class _Gate:
+    """Connections that have not finished their TLS and websocket handshakes ("pending").
+
+    The bridge accepts TCP without TLS and starts TLS itself (``loop.start_tls``), so it sees
+    each connection from its first moment: at most ``limit`` are pending, and a new one
+    closes the oldest pending one (a real client finishes its handshakes in milliseconds).
+    TLS starts only once the client has sent something (its ClientHello): an idle
+    connection costs a few kB instead of the TLS layer's 256 kB read buffer."""
+
+    def __init__(self, context: ssl.SSLContext, limit: int, handshake_timeout: float):
+        self.context, self.limit = context, limit
+        self.handshake_timeout = handshake_timeout
+        self.pending: "OrderedDict[_GateConnection, None]" = OrderedDict()
+        self.evicted = 0
+
+    def admit(self, connection: "_GateConnection") -> None:
+        while len(self.pending) >= self.limit:
+            oldest, _ = self.pending.popitem(last=False)
+            self.evicted += 1
+            oldest.drop()
+        self.pending[connection] = None
+
+    def release(self, connection: "_GateConnection") -> None:
+        self.pending.pop(connection, None)
+
+    def close_all(self) -> None:
+        while self.pending:
+            self.pending.popitem(last=False)[0].drop()
+
+
+class _GateConnection(ServerConnection):
+    """A websocket connection that starts as plain TCP: pending in the :class:`_Gate`, then
+    upgraded to TLS, then handed to websockets as if it had been accepted with TLS."""
+
+    def __init__(self, protocol_, server, *, gate: _Gate, **kwargs):
+        super().__init__(protocol_, server, **kwargs)
+        self._gate = gate
+        self._raw: Optional[asyncio.Transport] = None
+        self._watch_fd: Optional[int] = None
+        self._tls_task: Optional[asyncio.Task] = None
+        self._handed_over = False
+        self._lost = False
+        self.auth: Optional[AuthResult] = None  # set by BridgeServer._process_request
+
+    def connection_made(self, transport) -> None:  # plain TCP, before TLS
+        transport.pause_reading()  # the TLS layer reads the ClientHello
+        self._raw = transport
+        self._gate.admit(self)
+        try:  # wait until the client sends something, on a duplicate of the socket's fd
+            self._watch_fd = os.dup(transport.get_extra_info("socket").fileno())
+            self.loop.add_reader(self._watch_fd, self._client_spoke)
+        except (AttributeError, NotImplementedError, OSError, RuntimeError):
+            self._stop_watching()
+            self._client_spoke()  # no fd to spare or no add_reader: start TLS now
+
+    def _client_spoke(self) -> None:
+        self._stop_watching()
+        if not self._lost and self._tls_task is None:
+            self._tls_task = self.loop.create_task(self._start_tls(self._raw))
+
+    def _stop_watching(self) -> None:
+        fd, self._watch_fd = self._watch_fd, None
+        if fd is not None:
+            self.loop.remove_reader(fd)
+            os.close(fd)
+
+    async def _start_tls(self, transport) -> None:
+        try:
+            tls = await self.loop.start_tls(transport, self, self._gate.context,
+                                            server_side=True,
+                                            ssl_handshake_timeout=self._gate.handshake_timeout)
+        except Exception as exc:  # noqa: BLE001 - failed handshake, time-out, or dropped
+            # The traceback links asyncio's frames (and the 256 kB TLS buffer) in a cycle
+            # only the garbage collector would free: cut it, so memory goes back at once.
+            exc.__traceback__ = exc.__context__ = exc.__cause__ = None
+            self._gate.release(self)
+            transport.abort()
+            return
+        if self._lost or tls is None or tls.is_closing():
+            self._gate.release(self)
+            return
+        self._handed_over = True
+        super().connection_made(tls)  # websockets takes over (handshake, open_timeout)
+
+    def handshake_done(self) -> None:
+        """The websocket handshake is over: no longer pending."""
+        self._gate.release(self)
+
+    def drop(self) -> None:
+        """Close a pending connection at once (evicted, or the bridge stops)."""
+        self._stop_watching()
+        if self._handed_over:
+            self.transport.abort()
+        elif self._raw is not None:
+            self._raw.abort()
+
+    def connection_lost(self, exc) -> None:
+        self._lost = True
+        self._stop_watching()
+        self._gate.release(self)
+        if self._handed_over:
+            super().connection_lost(exc)
 
 
 class _Outbox:
@@ -220,12 +597,13 @@ class _Outbox:
 class _Session:
     """State of one connected client."""
 
-    def __init__(self, server: "BridgeServer", ws, client_id: str, principal: str):
+    def __init__(self, server: "BridgeServer", ws, client_id: str, name: str,
+                 principal: Principal, address: str):
         self.ws = ws
         self.id = client_id
         self.principal = principal
         self.settings = server.config.default_settings.copy()
-        self.settings.name = client_id
+        self.settings.name = name
         self.counters: Dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.pending: Optional[Tuple[bytes, float]] = None
         self.frame_ready = asyncio.Event()
@@ -234,7 +612,10 @@ class _Session:
                               lambda key: server._count(self, key))
         rate = server.config.max_message_rate
         burst = server.config.rate_burst or max(1.0, 2.0 * rate)
-        self.bucket = _TokenBucket(rate, burst) if rate and rate > 0 else None
+        self.rate_key = (principal.name, address)
+        self.bucket = None
+        if rate and rate > 0:  # a reconnect continues the bucket of its closed connection
+            self.bucket = server._parked.take(self.rate_key) or _TokenBucket(rate, burst)
 
     @property
     def name(self) -> str:
@@ -275,14 +656,18 @@ class BridgeServer:
         self.config = config
         self.processor = processor
         self.on_frame, self.on_result, self.on_client = on_frame, on_result, on_client
-        self._tokens = load_tokens(config.tokens_file) if config.auth == "token" else []
+        self.auth = Authenticator(config)
         self._ssl = make_ssl_context(config)
         self._sessions: Dict[str, _Session] = {}
         self._global: Dict[str, int] = dict.fromkeys(GLOBAL_COUNTERS, 0)
+        self._parked = _ParkedBuckets()
         self._next_id = 0
         self._server = None
+        self._gate: Optional[_Gate] = None
         self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._previous_handler = None
+        self._accept_error_logged = -1e9
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -290,17 +675,29 @@ class BridgeServer:
         if self.config.auth == "none":
             LOG.warning("bridge authentication is DISABLED (auth=none): any client that "
                         "reaches %s:%s may stream frames", self.config.host, self.config.port)
-        self._loop = asyncio.get_running_loop()
+        self._check_file_limit()
+        loop = asyncio.get_running_loop()
+        # TLS is started per connection by the gate (ssl=None here), so that connections
+        # still in their handshakes are bounded (max_pending) and can be dropped.
+        self._gate = _Gate(self._ssl, self.config.max_pending, self.config.open_timeout or 10.0)
+        try:
+            self._server = await serve(
+                self._handle, self.config.host, self.config.port,
+                create_connection=functools.partial(_GateConnection, gate=self._gate),
+                process_request=self._process_request,
+                compression=None,  # JPEG does not deflate; spare the CPU
+                max_size=self.config.max_frame_size, write_limit=self.config.write_limit,
+                max_queue=4,  # incoming messages buffered before TCP backpressure applies
+                ping_interval=self.config.ping_interval, ping_timeout=self.config.ping_timeout,
+                open_timeout=self.config.open_timeout,
+                logger=protocol.RedactingLogger(LOG.getChild("ws")))
+        except OSError as exc:
+            raise BridgeConfigError(_listen_error(self.config, exc)) from None
+        self._loop = loop
+        self._previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_exception)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             self.config.workers, thread_name_prefix="bridge-proc")
-        self._server = await serve(
-            self._handle, self.config.host, self.config.port, ssl=self._ssl,
-            compression=None,  # JPEG does not deflate; spare the CPU
-            max_size=self.config.max_frame_size, write_limit=self.config.write_limit,
-            max_queue=4,  # incoming messages buffered before TCP backpressure applies
-            ping_interval=self.config.ping_interval, ping_timeout=self.config.ping_timeout,
-            open_timeout=self.config.open_timeout,
-            logger=protocol.RedactingLogger(LOG.getChild("ws")))
         LOG.info("bridge listening on wss://%s:%d (auth=%s)", self.config.host, self.port,
                  self.config.auth)
 
@@ -310,11 +707,15 @@ class BridgeServer:
         return self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        self._loop = None  # send_objects() from now on: dropped
+        loop, self._loop = self._loop, None  # send_objects() from now on: dropped
         if self._server is not None:
             self._server.close()  # closes connections with 1001 going away
+            if self._gate is not None:
+                self._gate.close_all()
             await self._server.wait_closed()
             self._server = None
+        if loop is not None:
+            loop.set_exception_handler(self._previous_handler)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
@@ -361,9 +762,13 @@ class BridgeServer:
         """``{"global": {counter: n}, "clients": {name: {counter: n, principal, settings}}}``"""
         clients = {}
         for s in list(self._sessions.values()):
-            clients[s.name] = dict(s.counters, principal=s.principal,
+            clients[s.name] = dict(s.counters, principal=s.principal.name,
                                    settings=dataclasses.asdict(s.settings))
-        return {"global": dict(self._global, clients=len(clients)), "clients": clients}
+        gate = self._gate
+        return {"global": dict(self._global, clients=len(clients),
+                               pending=len(gate.pending) if gate else 0,
+                               evicted_pending=gate.evicted if gate else 0),
+                "clients": clients}
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -400,35 +805,6 @@ class BridgeServer:
             return True
         return False
 
-    def _authenticate(self, ws) -> Optional[str]:
-        """The authenticated principal's name, or None when authentication fails."""
-        if self.config.auth == "none":
-            return "anonymous"
-        if self.config.auth == "mtls":  # the TLS layer already verified the certificate
-            cert = ws.transport.get_extra_info("peercert") or {}
-            for rdn in cert.get("subject", ()):
-                for key, value in rdn:
-                    if key == "commonName":
-                        return value
-            for _, value in cert.get("subjectAltName", ()):
-                return value
-            return "client-certificate"
-        candidate = None
-        header = ws.request.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            candidate = value.strip()
-        else:
-            values = parse_qs(urlsplit(ws.request.path).query).get("token")
-            candidate = values[0] if values else None
-        if not candidate:
-            return None
-        principal = None
-        for name, token in self._tokens:  # no early exit: timing does not reveal the index
-            if hmac.compare_digest(candidate.encode(), token.encode()):
-                principal = name
-        return principal
-
     def _unique_name(self, wanted: str, session: _Session) -> str:
         taken = {protocol.sanitize_name(s.name) for s in self._sessions.values()
                  if s is not session}
@@ -447,10 +823,30 @@ class BridgeServer:
             self._count(session, "callback_errors")
             LOG.exception("bridge callback %r failed", getattr(callback, "__name__", callback))
 
+    def _process_request(self, connection: "_GateConnection", request):
+        """Authenticate the upgrade request (:class:`Authenticator`); an address that backs
+        off after failed logins gets 429 Too Many Requests without a check."""
+        address = str((connection.remote_address or ("?",))[0])
+        connection.auth = self.auth.check(request.headers, request.path,
+                                          connection.transport.get_extra_info("peercert"),
+                                          address)
+        if connection.auth.principal is None and connection.auth.retry_after > 0:
+            self._global["rejected_backoff"] += 1
+            refused = self._global["rejected_backoff"]
+            if refused <= 10 or refused % 100 == 0:
+                LOG.warning("refused %s: too many failed logins, retry in %.0f s (%d so far)",
+                            address, connection.auth.retry_after, refused)
+            response = connection.respond(http.HTTPStatus.TOO_MANY_REQUESTS,
+                                          "Too many failed logins from this address.\n")
+            response.headers["Retry-After"] = str(max(1, round(connection.auth.retry_after)))
+            return response
+        return None
+
     async def _handle(self, ws) -> None:
+        ws.handshake_done()
         self._global["connections"] += 1
         peer = ws.remote_address
-        principal = self._authenticate(ws)
+        principal = ws.auth.principal if ws.auth is not None else None
         if principal is None:
             self._global["rejected_auth"] += 1
             rejected = self._global["rejected_auth"]
@@ -465,10 +861,11 @@ class BridgeServer:
             await ws.close(CLOSE_TRY_AGAIN, "too many clients, try again later")
             return
         self._next_id += 1
-        session = _Session(self, ws, self._unique_name(f"client{self._next_id}", None),
-                           principal)
+        client_id = f"client{self._next_id}"
+        name = self._unique_name(principal.name if principal.bound else client_id, None)
+        session = _Session(self, ws, client_id, name, principal, str((peer or ("?",))[0]))
         self._sessions[session.id] = session
-        LOG.info("client %r connected from %s as %s", session.name, peer, principal)
+        LOG.info("client %r connected from %s as %s", session.name, peer, principal.name)
         self._callback(session, self.on_client, session.name, True)
         sender = asyncio.create_task(self._send_loop(session))
         worker = asyncio.create_task(self._process_loop(session))
@@ -479,7 +876,7 @@ class BridgeServer:
                     self._global["closed_rate"] += 1
                     LOG.warning("client %r exceeded %.0f messages/s: closing", session.name,
                                 self.config.max_message_rate)
-                    await ws.close(CLOSE_POLICY, "message rate limit exceeded")
+                    await _close_draining(ws, CLOSE_POLICY, "message rate limit exceeded")
                     break
                 if isinstance(message, bytes):
                     self._on_binary(session, message)
@@ -495,6 +892,8 @@ class BridgeServer:
             worker.cancel()
             await asyncio.gather(sender, worker, return_exceptions=True)
             self._sessions.pop(session.id, None)
+            if session.bucket is not None:
+                self._parked.park(session.rate_key, session.bucket)
             LOG.info("client %r disconnected (code %s): %s", session.name, ws.close_code,
                      {k: v for k, v in session.counters.items() if v})
             self._callback(session, self.on_client, session.name, False)
@@ -534,7 +933,12 @@ class BridgeServer:
             LOG.info("client %r says: %r", session.name, message.context[:500])
             return
         self._count(session, "settings")
-        if message.command == Command.SETTING_NAME:
+        if message.command == Command.SETTING_NAME and session.principal.bound:
+            if message.context != session.principal.name:  # the credential decides the name
+                self._count(session, "names_refused")
+                self._log_throttled(session, "name", "asked to be called %r; the name comes "
+                                    "from its credential", message.context)
+        elif message.command == Command.SETTING_NAME:
             old, new = session.name, self._unique_name(message.context, session)
             if new != old:
                 session.settings.name = new
@@ -604,6 +1008,40 @@ class BridgeServer:
             if messages:
                 session.outbox.put_result(messages)
 
+    def _check_file_limit(self) -> None:
+        """Warn when the open-file limit leaves too little room for the configured clients
+        and pending connections (accept() then fails with EMFILE)."""
+        try:
+            import resource
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        except (ImportError, OSError, ValueError):  # pragma: no cover - not POSIX
+            return
+        needed = self.config.max_clients + self.config.max_pending + 64
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            LOG.warning("the open-file limit (%d) is below what max_clients + max_pending "
+                        "need (about %d): raise it (ulimit -n) or lower them", soft, needed)
+
+    def _loop_exception(self, loop, context: dict) -> None:
+        """The event loop's error handler while the bridge runs: accept() failing for lack of
+        file descriptors is one throttled line (asyncio logs a traceback per attempt, and
+        retries many times a second), everything else goes to the previous handler."""
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS \
+                and "accept" in str(context.get("message", "")):
+            self._global["accept_errors"] += 1
+            now = time.monotonic()
+            if now - self._accept_error_logged >= 10.0:
+                self._accept_error_logged = now
+                LOG.warning("cannot accept connections: %s (%d times so far); the process is "
+                            "at its open-file limit: raise it (ulimit -n) or lower "
+                            "max_clients / max_pending", exc.strerror,
+                            self._global["accept_errors"])
+            return
+        if self._previous_handler is not None:
+            self._previous_handler(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
     def _frame_failed(self, session: _Session, exc: Exception) -> None:
         """A frame the processor could not process: count, log (throttled) and tell the
         client (MESSAGE, as often as the log line), then go on with the next frame."""
@@ -614,6 +1052,40 @@ class BridgeServer:
                                exc_info=None if isinstance(exc, FrameFailed) else exc):
             session.outbox.put_control(protocol.encode(
                 Command.MESSAGE, f"frame not processed: {reason}"[:500]))
+
+
+_RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+async def _close_draining(ws, code: int, reason: str) -> None:
+    """Close while discarding what the client still sends: unread messages would keep the
+    transport paused (max_queue), so the client's close reply would never be read and the
+    close would wait the whole close timeout."""
+    closing = asyncio.ensure_future(ws.close(code, reason))
+    try:
+        async for _ in ws:
+            pass
+    except ConnectionClosed:
+        pass
+    await closing
+
+
+def _listen_error(config: BridgeConfig, exc: OSError) -> str:
+    """One line for an OSError from binding the listening socket."""
+    host = f"{config.label('host')} {config.host!r}"
+    port = f"{config.label('port')} {config.port}"
+    where = f"{host} {port}"
+    if isinstance(exc, socket.gaierror):
+        return (f"{host} cannot be resolved ({exc.strerror}): use an IP address, a name this "
+                "machine resolves, or 0.0.0.0 for every interface")
+    if exc.errno == errno.EADDRINUSE:
+        return (f"{port} on {host} is in use (another facerec_bridge?): choose another port "
+                "or stop the other server")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine: use one of its own"
+    if exc.errno == errno.EACCES:
+        return f"{port} needs privileges (below 1024): use a port from 1024 up, e.g. 50000"
+    return f"cannot listen on {where}: {exc.strerror or exc}"
 
 
 def protocol_objects(objects, settings: ClientSettings) -> list:
