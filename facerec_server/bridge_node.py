@@ -51,6 +51,7 @@ from facerec_server import conversions, params
 from facerec_server.ros_params import declare
 from facerec_server.bridge import (BridgeConfig, BridgeConfigError, BridgeServer, BridgeThread,
                                    ClientSettings, FrameFailed, UndecodableFrame)
+from facerec_server.bridge.config import AUTH_MODES
 from facerec_server.bridge.protocol import sanitize_name
 from facerec_server.core import face_workers
 from facerec_server.core.gallery import Gallery, GalleryError, GalleryMatcherSync
@@ -62,7 +63,6 @@ from facerec_server.object_runner import ObjectRunner
 from facerec_server.settings import ServerSettings, apply_changes, resolve_model_paths
 
 NODE_NAME = "facerec_bridge"
-AUTH = ("token", "mtls", "none")
 
 BRIDGE_SPECS = (
     params.ParamSpec("bridge.host", "0.0.0.0", "string",
@@ -78,7 +78,7 @@ BRIDGE_SPECS = (
     params.ParamSpec("bridge.auth", "token", "string",
                      "client authentication: token (bearer token), mtls (client "
                      "certificate signed by bridge.ca_file) or none (explicit; warns)",
-                     choices=AUTH, read_only=True),
+                     choices=AUTH_MODES, read_only=True),
     params.ParamSpec("bridge.tokens_file", "", "string",
                      "file with one token per line, or name:token (auth=token)", read_only=True),
     params.ParamSpec("bridge.ca_file", "", "string",

@@ -13,7 +13,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from facerec_server.bridge import BridgeConfigError, BridgeServer
-from facerec_server.bridge.server import MIN_TOKEN_LENGTH, load_tokens
+from facerec_server.bridge.config import MIN_TOKEN_LENGTH, load_tokens
 from rosutil import Proc, write_params
 from test_bridge import (RED, TOKEN, Bridge, announce, closed_code, config, light_processor,
                          open_client, recv_json, results_for, run)

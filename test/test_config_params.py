@@ -110,7 +110,7 @@ def test_qos_of_camera_and_server_defaults_match():
 
 
 def test_example_files_parse():
-    from facerec_server.bridge.server import load_tokens
+    from facerec_server.bridge.config import load_tokens
     from facerec_server.core.gallery import validate_name
     entries = json.loads((CONFIG / "faces.example.json").read_text())
     assert isinstance(entries, list) and entries

@@ -209,7 +209,8 @@ def test_policy_grants_exactly_what_the_node_uses(graph_by_node, node):
 def test_bridge_client_topic_pattern_is_narrow(graph_by_node):
     [pattern] = [g for g in grants("/facerec/bridge")["publish"] if "*" in g]
     assert pattern == "/facerec_bridge/clients/*/image/compressed"
-    assert "/facerec_bridge/clients/policy_cam/image/compressed" in \
+    # the client asked to be "Policy Cam"; its token's name ("robot") is its ROS name
+    assert "/facerec_bridge/clients/robot/image/compressed" in \
         graph_by_node["facerec_bridge"]["publish"]
     for other in ("/facerec_server/faces", "/camera/image/compressed", "/rosout"):
         assert not fnmatch.fnmatchcase(other, pattern)

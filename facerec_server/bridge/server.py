@@ -27,13 +27,22 @@ runs object recognition, and are not tied to a particular frame. A client with f
 disabled then gets no per-frame reply at all.
 
 Close codes: 1008 authentication failed or message rate exceeded, 1009 message too big
-(``max_frame_size``), 1013 too many clients (try again later). Malformed JSON, unknown
-commands, bad setting values and undecodable frames are logged (throttled) and counted;
-the connection stays open.
+(``max_frame_size``), 1013 too many clients (try again later); HTTP 429 (no upgrade) for an
+address backing off after failed logins. Malformed JSON, unknown commands, bad setting
+values and undecodable frames are logged (throttled) and counted; the connection stays open.
+A frame the processor fails on gets no result, the client a MESSAGE ``frame not processed:
+<reason>``; the next frame is processed as usual.
 
-Bearer tokens: ``Authorization: Bearer <token>`` header (preferred) or ``?token=<token>``
-in the URL. Prefer the header: URLs end up in proxy and server logs. Tokens are compared
-with :func:`hmac.compare_digest` and never logged.
+Authentication lives in :class:`Authenticator` (bearer token, client certificate or none;
+per-address back-off); with a token or certificate the credential's name is the client's
+name, SETTING_NAME cannot change it. Bearer tokens: ``Authorization: Bearer <token>``
+header (preferred) or ``?token=<token>`` in the URL. Prefer the header: URLs end up in proxy
+and server logs. Tokens are compared with :func:`hmac.compare_digest` and never logged.
+
+Connections are accepted as plain TCP and upgraded to TLS by the bridge (:class:`_Gate`):
+at most ``max_pending`` may be in their handshakes (the oldest is closed), and TLS starts
+only when a connection has sent something, so idle connections cost little and never
+exhaust the file descriptors.
 """
 from __future__ import annotations
 
@@ -48,11 +57,10 @@ import logging
 import os
 import socket
 import ssl
-import stat
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, urlsplit
 
@@ -60,20 +68,16 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from . import protocol
+from .config import BridgeConfig, BridgeConfigError, load_tokens, make_ssl_context
 from .processing import FrameFailed, Processor, UndecodableFrame
 from .protocol import ClientSettings, Command, ProtocolError
 
 LOG = logging.getLogger("facerec.bridge")
 
-AUTH_MODES = ("token", "mtls", "none")
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
 JPEG_MAGIC = b"\xff\xd8\xff"
-CERT_HELP = (
-    "the bridge only serves TLS (wss://): set certfile and keyfile. For a self-signed "
-    "test pair run `python3 -m facerec_server.bridge.certs --out-dir <dir> --host <name-or-ip>` "
-    "(writes ca.pem, server.pem, server.key; give clients --cafile ca.pem)")
 
 # Counter names, per client and global.
 COUNTERS = (
@@ -86,209 +90,6 @@ GLOBAL_COUNTERS = COUNTERS + (
     "connections", "rejected_auth", "rejected_backoff", "rejected_capacity", "closed_rate",
     "closed_too_big", "accept_errors",
 )
-
-
-class BridgeConfigError(ValueError):
-    """The bridge cannot start with this configuration (the message says why and what to do)."""
-
-
-MIN_TOKEN_LENGTH = 16  # characters; `secrets.token_urlsafe(32)` gives 43
-MAX_CONFIG_FILE = 1024 * 1024  # bytes: a tokens file, certificate chain or key is far smaller
-TOKEN_HELP = "make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
-
-# (field, lowest, highest) of the numeric settings, checked before anything starts
-_RANGES = (("port", 0, 65535), ("max_frame_size", 1024, 64 * 1024 * 1024),
-           ("max_clients", 1, 1024), ("max_pending", 1, 4096),
-           ("max_message_rate", 0.0, 10000.0), ("send_queue_size", 1, 64),
-           ("control_queue_size", 1, 4096), ("workers", 1, 64))
-
-
-@dataclass
-class BridgeConfig:
-    """Bridge parameters (the ROS node maps its parameters 1:1 onto these fields)."""
-
-    host: str = "0.0.0.0"
-    port: int = 50000  # 0 = pick a free port (tests); see BridgeServer.port
-    certfile: Optional[str] = None  # PEM certificate chain (required)
-    keyfile: Optional[str] = None  # PEM private key (required)
-    auth: str = "token"  # "token" | "mtls" | "none" (none must be explicit; warns)
-    tokens_file: Optional[str] = None  # one "name:token" (or bare token) per line; '#' comments
-    ca_file: Optional[str] = None  # CA bundle that signs client certificates (auth=mtls)
-    max_frame_size: int = 2 * 1024 * 1024  # bytes per websocket message (-> close 1009)
-    max_clients: int = 16  # more -> close 1013
-    max_pending: int = 32  # connections still in their TLS/websocket handshake; more: the
-    #                        oldest is dropped (bounds what idle connections cost)
-    max_message_rate: float = 60.0  # messages/s per client, token bucket; 0 = unlimited
-    rate_burst: Optional[float] = None  # bucket capacity; default 2 s worth of messages
-    send_queue_size: int = 2  # result sets waiting per client before the stalest is dropped
-    control_queue_size: int = 64  # other outgoing messages (echoes) waiting per client
-    write_limit: int = 64 * 1024  # transport write buffer high-water mark, bytes
-    send_empty_results: bool = True  # send [] when nothing was found (clients' flow control)
-    workers: int = 1  # processor threads shared by all clients
-    ping_interval: Optional[float] = 20.0
-    ping_timeout: Optional[float] = 20.0
-    open_timeout: Optional[float] = 10.0  # TLS handshake, then the websocket handshake
-    default_settings: ClientSettings = field(default_factory=ClientSettings)
-    name_prefix: str = ""  # before field names in error messages (the ROS node: "bridge.")
-
-    def label(self, name: str) -> str:
-        """How error messages name a field (e.g. ``bridge.certfile`` for the ROS node)."""
-        return self.name_prefix + name
-
-    def validate(self) -> None:
-        """Raise BridgeConfigError (one line: the value, and what to do) for anything that
-        would stop the bridge later: modes, ranges, files, tokens, certificates."""
-        if self.auth not in AUTH_MODES:
-            raise BridgeConfigError(f"auth must be one of {AUTH_MODES}, got {self.auth!r}")
-        for name, low, high in _RANGES:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not low <= value <= high:
-                raise BridgeConfigError(f"{self.label(name)} {value!r} is out of range: use "
-                                        f"{low}..{high}")
-        if not self.certfile or not self.keyfile:
-            raise BridgeConfigError(CERT_HELP)
-        if self.auth == "token":
-            if not self.tokens_file:
-                raise BridgeConfigError(
-                    f"{self.label('auth')}=token needs {self.label('tokens_file')} (one "
-                    "name:token per line); use auth=none explicitly to run without "
-                    "authentication")
-            load_tokens(self.tokens_file, self.label("tokens_file"))
-        if self.auth == "mtls" and not self.ca_file:
-            raise BridgeConfigError(f"{self.label('auth')}=mtls needs {self.label('ca_file')}: "
-                                    "the CA that signs client certificates (see "
-                                    "facerec_server.bridge.certs --client)")
-        make_ssl_context(self)
-
-
-# --- files the bridge reads ----------------------------------------------------------------
-
-def read_config_file(label: str, path: str, max_bytes: int = MAX_CONFIG_FILE) -> bytes:
-    """The bytes of a file the bridge is configured with. It must be a regular file of at
-    most ``max_bytes``: a FIFO or device would block the start-up or never end. Opened
-    without blocking and checked on the open descriptor (no window for a swap)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        hint = f"; {CERT_HELP}" if label.endswith(("certfile", "keyfile")) else ""
-        raise BridgeConfigError(f"cannot read {label} {path!r}: {exc.strerror}{hint}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise BridgeConfigError(f"{label} {path!r} is not a regular file (a "
-                                    f"{_file_kind(info.st_mode)}): give the path of the file")
-        if info.st_size > max_bytes:
-            raise BridgeConfigError(f"{label} {path!r} is {info.st_size} bytes, more than a "
-                                    f"{label} can be ({max_bytes}): is it the right file?")
-        chunks, size = [], 0
-        while size <= max_bytes:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)[:max_bytes]
-    except OSError as exc:
-        raise BridgeConfigError(f"cannot read {label} {path!r}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-
-
-def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
-                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
-                       (stat.S_ISSOCK, "socket")):
-        if test(mode):
-            return kind
-    return "special file"
-
-
-def load_tokens(path: str, label: str = "tokens_file") -> List[Tuple[str, str]]:
-    """(name, token) pairs from ``path``: one ``name:token`` per line (split at the first
-    colon), or a bare token, then named ``token<line>``; blank lines and lines starting
-    with '#' are ignored. The name is the ROS name of the clients that use the token.
-    Refused (BridgeConfigError, never showing a token): no token, a token shorter than
-    MIN_TOKEN_LENGTH, a name that is not printable text of at most
-    ``protocol.MAX_NAME_LENGTH`` characters, two names that give the same ROS name."""
-    try:
-        text = read_config_file(label, path).decode("utf-8")
-    except UnicodeDecodeError:
-        raise BridgeConfigError(f"{label} {path!r} is not UTF-8 text") from None
-    tokens: List[Tuple[str, str]] = []
-    ros_names: Dict[str, Tuple[str, int]] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, sep, token = line.partition(":")
-        if not sep:
-            name, token = "", line
-        name, token = name.strip() or f"token{number}", token.strip()
-        where = f"{label} {path!r} line {number}"
-        if len(token) < MIN_TOKEN_LENGTH:
-            raise BridgeConfigError(f"{where}: the token has {len(token)} characters; use at "
-                                    f"least {MIN_TOKEN_LENGTH} ({TOKEN_HELP})")
-        if protocol.clean_name(name) != name:
-            raise BridgeConfigError(f"{where}: the name {name[:80]!r} must be printable text of "
-                                    f"at most {protocol.MAX_NAME_LENGTH} characters")
-        ros_name = protocol.sanitize_name(name)
-        other = ros_names.setdefault(ros_name, (name, number))
-        if other[0] != name:
-            raise BridgeConfigError(f"{where}: the names {other[0]!r} (line {other[1]}) and "
-                                    f"{name!r} give the same ROS name {ros_name!r}; rename one")
-        tokens.append((name, token))
-    if not tokens:
-        raise BridgeConfigError(f"{label} {path!r} holds no token ({TOKEN_HELP})")
-    return tokens
-
-
-_PEM_CERT = b"-----BEGIN CERTIFICATE-----"
-_PEM_KEY = b"PRIVATE KEY-----"
-
-
-def make_ssl_context(config: BridgeConfig) -> ssl.SSLContext:
-    """The server's TLS context; BridgeConfigError names the file and the fix."""
-    certfile, keyfile = config.label("certfile"), config.label("keyfile")
-    cert = read_config_file(certfile, config.certfile)
-    key = read_config_file(keyfile, config.keyfile)
-    if _PEM_CERT not in cert:
-        what = "a private key" if _PEM_KEY in cert else "no PEM certificate"
-        raise BridgeConfigError(f"{certfile} {config.certfile!r} holds {what}, not a "
-                                f"certificate: give the certificate chain (server.pem) as "
-                                f"{certfile} and its key (server.key) as {keyfile}")
-    if _PEM_KEY not in key:
-        what = "a certificate" if _PEM_CERT in key else "no PEM private key"
-        raise BridgeConfigError(f"{keyfile} {config.keyfile!r} holds {what}, not a private "
-                                "key: give the certificate's key (server.key)")
-    if b"ENCRYPTED" in key:
-        raise BridgeConfigError(f"{keyfile} {config.keyfile!r} is encrypted: give an "
-                                "unencrypted key readable only by the bridge's user (chmod 600)")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(config.certfile, config.keyfile, password="")
-    except ssl.SSLError as exc:
-        if "KEY_VALUES_MISMATCH" in str(exc):
-            raise BridgeConfigError(f"{keyfile} {config.keyfile!r} does not belong to the "
-                                    f"certificate in {certfile} {config.certfile!r}: give the "
-                                    "key made with that certificate") from None
-        raise BridgeConfigError(f"cannot load {certfile} {config.certfile!r} with {keyfile} "
-                                f"{config.keyfile!r}: {exc.reason or exc}") from None
-    if config.auth == "mtls":
-        ca_file = config.label("ca_file")
-        ca = read_config_file(ca_file, config.ca_file)
-        if _PEM_CERT not in ca:
-            raise BridgeConfigError(f"{ca_file} {config.ca_file!r} holds no PEM certificate: give "
-                                    "the CA certificate(s) that sign client certificates (PEM, "
-                                    "e.g. ca.pem of facerec_server.bridge.certs)")
-        context.verify_mode = ssl.CERT_REQUIRED
-        try:
-            context.load_verify_locations(cadata=ca.decode("ascii", "replace"))
-        except ssl.SSLError as exc:
-            raise BridgeConfigError(f"cannot load {ca_file} {config.ca_file!r}: "
-                                    f"{exc.reason or exc}; give PEM CA certificates") from None
-    return context
 
 
 # --- who is asking: authentication in one place --------------------------------------------
