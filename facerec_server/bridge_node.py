@@ -4,7 +4,9 @@ A thin host around :mod:`facerec_server.bridge` (ROS-free). Devices speaking the
 iot-facerecognition protocol connect over wss:// (see ``facerec-ws-camera``); their frames
 are recognised with the same face pipeline settings and the same gallery file as
 ``facerec_server`` (``face.*``, ``gallery.path``, ``object_recognition.*`` parameters;
-people enrolled through the server's ``~/enroll`` are picked up within a second) and:
+people enrolled through the server's ``~/enroll`` are picked up within a second) and, under
+the client's name (with ``bridge.auth`` token or mtls its token's name or certificate CN,
+which SETTING_NAME cannot change; with none the name it sets):
 
 * each client's frames are republished as ``sensor_msgs/CompressedImage`` on
   ``~/clients/<sanitised_name>/image/compressed`` (frame_id = client name, stamp = receipt
