@@ -14,9 +14,7 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
-PACKAGE = "facerec"
-BOOLEAN = ["true", "false"]
-LOG_LEVELS = ["debug", "info", "warn", "error", "fatal"]
+from facerec_server.launch_support import BOOLEAN, LOG_LEVELS, PACKAGE
 
 
 def _include(share, launch_file, arguments):

@@ -7,6 +7,8 @@
 Frames go to ``<namespace>/camera/image/compressed`` (the ``topic`` parameter is relative),
 best effort with depth 1, which is what ``facerec_server`` subscribes to by default in the
 same namespace. No absolute names: several cameras run side by side under namespaces.
+The camera is a required node: if it exits the launch ends, with a non-zero code when the
+camera failed (see facerec_server/launch_support.py).
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -14,17 +16,8 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-PACKAGE = "facerec"
-BOOLEAN = ["true", "false"]
-LOG_LEVELS = ["debug", "info", "warn", "error", "fatal"]
-
-
-def ros_arguments(log_level, use_security, enclave):
-    """--ros-args of a node: its log level, and its SROS2 enclave when security is on."""
-    args = ["--log-level", log_level]
-    if use_security == "true":
-        args += ["--enclave", enclave]
-    return args
+from facerec_server.launch_support import (BOOLEAN, LOG_LEVELS, PACKAGE, node_options,
+                                           ros_arguments)
 
 
 def _camera(context):
@@ -38,7 +31,7 @@ def _camera(context):
         package=PACKAGE, executable="facerec_camera", name="facerec_camera",
         namespace=LaunchConfiguration("namespace"), parameters=parameters,
         ros_arguments=ros_arguments(get("log_level"), get("use_security"), get("enclave")),
-        output="screen", emulate_tty=True)]
+        **node_options())]
 
 
 def generate_launch_description():

@@ -9,6 +9,9 @@
 The server subscribes to ``<namespace>/camera/image/compressed`` (its ``image_topics`` are
 relative) and publishes ``<namespace>/facerec_server/{faces,objects,annotated,...}``.
 The bridge needs bridge.certfile / bridge.keyfile in its parameter file (TLS always).
+Server and bridge are required nodes: if one exits the launch ends, with a non-zero code when
+it failed (see facerec_server/launch_support.py). rviz2 is optional: without it installed,
+rviz:=true warns and the rest runs.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -16,17 +19,8 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-PACKAGE = "facerec"
-BOOLEAN = ["true", "false"]
-LOG_LEVELS = ["debug", "info", "warn", "error", "fatal"]
-
-
-def ros_arguments(log_level, use_security, enclave):
-    """--ros-args of a node: its log level, and its SROS2 enclave when security is on."""
-    args = ["--log-level", log_level]
-    if use_security == "true":
-        args += ["--enclave", enclave]
-    return args
+from facerec_server.launch_support import (BOOLEAN, LOG_LEVELS, PACKAGE, installed,
+                                           node_options, ros_arguments, warn)
 
 
 def _nodes(context):
@@ -38,16 +32,19 @@ def _nodes(context):
         package=PACKAGE, executable="facerec_server", name="facerec_server",
         namespace=namespace, parameters=[LaunchConfiguration("params_file")],
         ros_arguments=ros_arguments(get("log_level"), get("use_security"), get("enclave")),
-        output="screen", emulate_tty=True)]
+        **node_options())]
     if get("use_bridge") == "true":
         nodes.append(Node(
             package=PACKAGE, executable="facerec_bridge", name="facerec_bridge",
             namespace=namespace, parameters=[LaunchConfiguration("bridge_params_file")],
             ros_arguments=ros_arguments(get("log_level"), get("use_security"),
                                         get("bridge_enclave")),
-            output="screen", emulate_tty=True))
-    if get("rviz") == "true":
-        nodes.append(Node(
+            **node_options()))
+    if get("rviz") == "true" and not installed("rviz2"):
+        warn("rviz:=true but rviz2 is not installed (sudo apt install ros-$ROS_DISTRO-rviz2): "
+             "running without it (rviz:=false hides this warning)")
+    elif get("rviz") == "true":
+        nodes.append(Node(  # a viewer: closing it does not stop the launch
             package="rviz2", executable="rviz2", name="rviz2",
             arguments=["-d", LaunchConfiguration("rviz_config")],
             ros_arguments=ros_arguments(get("log_level"), get("use_security"),
