@@ -11,9 +11,11 @@ carry ``format`` "jpeg" (as cv_bridge's ``cv2_to_compressed_imgmsg`` writes it) 
 stamp taken from the node's clock at capture time.
 
 Exit codes: 0 after Ctrl-C / SIGTERM or when a file source without ``loop`` ends; 1 when the
-source fails for good (a file that cannot be read further); 2 for invalid parameters or a
-source that cannot be opened at start-up (the reason goes to the log on stderr). A camera that
-disappears while running is not fatal: it is re-opened with exponential back-off.
+source fails for good (a file that cannot be read further); 2 for invalid parameters, a
+source that cannot be opened at start-up, or ROS 2 that cannot start (one line on stderr says
+why). A camera that disappears while running is not fatal: it is re-opened with exponential
+back-off. Parameters are ParamSpecs declared by facerec_server.ros_params (an integer is taken
+for fps, resize and wait_for_subscribers; the descriptors' ranges are what is accepted).
 """
 from __future__ import annotations
 

@@ -9,15 +9,23 @@
   exits with a non-zero code (a bridge without certificates, security enabled without a
   keystore, a crash) ``ros2 launch`` ends with a non-zero code too (launch reports an error
   only for an exception, so one is raised; it prints one line naming the node and its code).
+* :func:`missing_files`: a parameter file argument naming no file ends the launch with an
+  error (launch_ros alone only warns "Parameter file path is not a file" and starts the
+  node with its built-in defaults: a typo or a renamed file would go unnoticed).
 * :func:`installed` and :func:`warn`: an optional viewer (rviz2) that is not installed is
   reported and the rest runs, instead of launch failing with nodes left running.
+
+An error found while a launch file is being read is raised from a zero-period timer, not on
+the spot: an exception raised while launch is still starting the nodes of the same launch
+description leaves those already started running after ros2 launch exits.
 
 Importing this module needs neither launch nor launch_ros (tests read its constants).
 """
 from __future__ import annotations
 
+import os
 import sys
-from typing import List
+from typing import Iterable, List
 
 PACKAGE = "facerec"
 BOOLEAN = ["true", "false"]
@@ -26,6 +34,10 @@ LOG_LEVELS = ["debug", "info", "warn", "error", "fatal"]
 
 class RequiredNodeFailed(RuntimeError):
     """A required node exited with a non-zero code: ros2 launch must not exit with 0."""
+
+
+class LaunchArgumentError(RuntimeError):
+    """A launch argument that cannot work (a parameter file that does not exist)."""
 
 
 def ros_arguments(log_level: str, use_security: str, enclave: str) -> List[str]:
@@ -51,6 +63,28 @@ def required(event, context):
     if not context.is_shutdown:
         return [Shutdown(reason=f"{event.process_name} ended (a required node)")]
     return None
+
+
+def missing_files(context, arguments: Iterable[str]) -> list:
+    """[] when every launch argument in ``arguments`` names an existing file; otherwise the
+    actions that end the launch with an error naming them (return them instead of nodes)."""
+    from launch.substitutions import LaunchConfiguration
+    missing = [f"{name}:={path}" for name in arguments
+               for path in [LaunchConfiguration(name).perform(context)]
+               if not os.path.isfile(path)]
+    if not missing:
+        return []
+    return fail(f"no such parameter file: {', '.join(missing)} (the shipped ones are in "
+                "$(ros2 pkg prefix facerec)/share/facerec/config)")
+
+
+def fail(message: str) -> list:
+    """Actions that end the launch with exit code 1 and ``message`` (see the module doc)."""
+    from launch.actions import OpaqueFunction, TimerAction
+
+    def error(context):
+        raise LaunchArgumentError(message)
+    return [TimerAction(period=0.0, actions=[OpaqueFunction(function=error)])]
 
 
 def installed(package: str) -> bool:

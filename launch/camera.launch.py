@@ -16,14 +16,17 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from facerec_server.launch_support import (BOOLEAN, LOG_LEVELS, PACKAGE, node_options,
-                                           ros_arguments)
+from facerec_server.launch_support import (BOOLEAN, LOG_LEVELS, PACKAGE, missing_files,
+                                           node_options, ros_arguments)
 
 
 def _camera(context):
     def get(name):
         return LaunchConfiguration(name).perform(context)
 
+    failed = missing_files(context, ["params_file"])
+    if failed:
+        return failed
     parameters = [LaunchConfiguration("params_file")]
     if get("source"):  # the argument wins over the parameter file
         parameters.append({"source": get("source")})

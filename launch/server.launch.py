@@ -20,20 +20,25 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from facerec_server.launch_support import (BOOLEAN, LOG_LEVELS, PACKAGE, installed,
-                                           node_options, ros_arguments, warn)
+                                           missing_files, node_options, ros_arguments, warn)
 
 
 def _nodes(context):
     def get(name):
         return LaunchConfiguration(name).perform(context)
 
+    use_bridge = get("use_bridge") == "true"
+    failed = missing_files(context, ["params_file"] + (["bridge_params_file"] if use_bridge
+                                                       else []))
+    if failed:
+        return failed
     namespace = LaunchConfiguration("namespace")
     nodes = [Node(
         package=PACKAGE, executable="facerec_server", name="facerec_server",
         namespace=namespace, parameters=[LaunchConfiguration("params_file")],
         ros_arguments=ros_arguments(get("log_level"), get("use_security"), get("enclave")),
         **node_options())]
-    if get("use_bridge") == "true":
+    if use_bridge:
         nodes.append(Node(
             package=PACKAGE, executable="facerec_bridge", name="facerec_bridge",
             namespace=namespace, parameters=[LaunchConfiguration("bridge_params_file")],

@@ -35,6 +35,11 @@ def messi():
 # Done at import time so that rclpy in this process and every child process inherit it.
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # Jazzy and later
+if not os.environ.get("ROS_LOG_DIR") and not os.environ.get("ROS_HOME"):
+    # ROS log files of the test processes, the nodes they start and the launch_testing
+    # launches go to a temporary folder, not the user's ~/.ros/log.
+    import tempfile
+    os.environ["ROS_LOG_DIR"] = tempfile.mkdtemp(prefix="facerec-test-ros-log-")
 if os.environ.get("ROS_DISTRO", "") in ("humble", "iron"):
     os.environ["ROS_LOCALHOST_ONLY"] = "1"  # the pre-Jazzy spelling
 

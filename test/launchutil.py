@@ -105,6 +105,42 @@ def session_processes(session: int) -> Dict[int, str]:
     return found
 
 
+def process_tree(roots: Iterable[int]) -> Dict[int, str]:
+    """{pid: command line} of the live processes ``roots`` and all their descendants."""
+    parents, commands = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = pathlib.Path(f"/proc/{entry}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            if fields[0] == "Z":
+                continue
+            cmdline = pathlib.Path(f"/proc/{entry}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        parents[int(entry)] = int(fields[1])
+        commands[int(entry)] = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+    found = {pid for pid in roots if pid in commands}
+    grew = True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in found} - found
+        found |= children
+        grew = bool(children)
+    return {pid: commands[pid] for pid in found}
+
+
+def still_running(pids: Iterable[int], timeout: float = 15.0) -> Dict[int, str]:
+    """Those of ``pids`` still alive after waiting up to ``timeout`` s for them to end."""
+    pids = set(pids)
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = {pid: cmd for pid, cmd in process_tree(pids).items() if pid in pids}
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
 def ros2_daemons(domain: Optional[str] = None) -> Dict[int, str]:
     """{pid: command line} of `ros2 daemon` processes serving ROS_DOMAIN_ID ``domain``."""
     domain = domain if domain is not None else os.environ.get("ROS_DOMAIN_ID", "0")

@@ -242,7 +242,7 @@ def test_the_given_gallery_is_used_and_nothing_lands_in_home(bringup):
     assert (bringup["tmp"] / "gallery.db").is_file()
     home = bringup["launch"].home
     written = sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
-    assert written and not [p for p in written if p.startswith(".ros/facerec")], written
+    assert not [p for p in written if p.startswith(".ros/facerec")], written
 
 
 # --- a required node that dies at start ends the launch -------------------------------------
@@ -283,6 +283,26 @@ def test_security_without_a_keystore_ends_the_launch_with_an_error(tmp_path):
         lines = [x for x in output.splitlines() if "cannot start ROS 2" in x]
         assert lines, launch.describe()
         assert all("ROS_SECURITY_KEYSTORE" in x for x in lines), lines
+        assert launch.survivors() == {}, launch.describe()
+    finally:
+        launch.close()
+
+
+def test_a_parameter_file_that_does_not_exist_ends_the_launch_with_an_error(tmp_path):
+    """A typo or a renamed file: launch_ros alone would warn and start the node with its
+    built-in defaults. Here nothing starts."""
+    missing = tmp_path / "renamed_server.yaml"
+    launch = RosLaunch("bringup.launch.py", {"source": "pattern",
+                                             "server_params_file": str(missing)},
+                       tmp=tmp_path, name="no_file")
+    try:
+        code = _ends_by_itself(launch)
+        output = launch.output()
+        assert code != 0, launch.describe()
+        [line] = [x for x in output.splitlines() if "no such parameter file" in x]
+        assert f"server_params_file:={missing}" in line, line  # the argument as given
+        assert "process started" not in output, launch.describe()
+        assert "Traceback" not in output, launch.describe()
         assert launch.survivors() == {}, launch.describe()
     finally:
         launch.close()
