@@ -132,12 +132,9 @@ class FacerecCamera(Node):
         self._finished_code: Optional[int] = None
         self.done = rclpy.task.Future()
         try:
-            values = declare(self, SPECS)
-        except ValueError as exc:  # a wrong type or out of range
+            declare(self, SPECS)
+        except ValueError as exc:  # a wrong type, out of range, refused by its check
             raise ConfigError(str(exc)) from None
-        reasons = [r for spec in SPECS for r in [spec.validate(values[spec.name])] if r]
-        if reasons:  # start-up values get the same checks as run-time changes
-            raise ConfigError("; ".join(reasons))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._frame_id = self.get_parameter("frame_id").value
         self._publisher = self.create_publisher(

@@ -128,7 +128,7 @@ def _stamp(seconds: float) -> Time:
 class FacerecBridge(Node):
     def __init__(self, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
-        declare(self, SHARED_SPECS + BRIDGE_SPECS)  # ValueError: a wrong type or out of range
+        declare(self, SHARED_SPECS + BRIDGE_SPECS)  # ValueError: wrong type, range, check
         ObjectRunner.declare_model_parameters(self)
         self.settings = ServerSettings.from_values(self._values())
         self.add_on_set_parameters_callback(self._parameters_callback)

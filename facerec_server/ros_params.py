@@ -90,7 +90,7 @@ def declare(node, specs: Iterable[ParamSpec]) -> Dict[str, Any]:
     ``-p`` arguments, converted by :func:`coerce`. Returns ``{name: value}``.
 
     Raises ValueError (one line: the parameter, the value given, what is allowed) for a value
-    of the wrong type or out of range."""
+    of the wrong type, out of range or refused by the spec's own check."""
     specs = list(specs)
     known = _DECLARED.get(node)
     if known is None:
@@ -104,11 +104,21 @@ def declare(node, specs: Iterable[ParamSpec]) -> Dict[str, Any]:
     return values
 
 
+def _error(spec: ParamSpec, reason: str) -> ValueError:
+    return ValueError(f"invalid parameter: {reason} (set {spec.name} in the parameter file, "
+                      f"or with --ros-args -p {spec.name}:=...)")
+
+
 def _declare(node, spec: ParamSpec):
     try:
-        return node.declare_parameter(spec.name, spec.default, descriptor(spec)).value
+        value = node.declare_parameter(spec.name, spec.default, descriptor(spec)).value
     except ParameterException:
         pass  # the value given has another type, or is out of range: see which
+    else:  # start-up values get the same checks as run-time changes
+        reason = spec.validate(value)
+        if reason is not None:
+            raise _error(spec, reason)
+        return value
     # Read the value given with any type (rclpy has no public getter for parameter
     # overrides), then declare the parameter with its descriptor and the converted value.
     given = node.declare_parameter(spec.name, spec.default,
@@ -122,8 +132,7 @@ def _declare(node, spec: ParamSpec):
                                           ignore_override=True).value
         except ParameterException as exc:
             reason = str(exc)
-    raise ValueError(f"invalid parameter: {reason} (set {spec.name} in the parameter file, "
-                     f"or with --ros-args -p {spec.name}:=...)")
+    raise _error(spec, reason)
 
 
 def _coerced(specs: Dict[str, ParamSpec], parameters: List[Parameter]) -> List[Parameter]:

@@ -73,13 +73,9 @@ class FacerecServer(Node):
             raise
 
     def _start(self) -> None:
-        declare(self, params.SPECS)  # ValueError: a wrong type or out of range
+        declare(self, params.SPECS)  # ValueError: a wrong type, out of range, refused
         ObjectRunner.declare_model_parameters(self)
         values = self._values()
-        for spec in params.SPECS:  # start-up values get the same checks as runtime changes
-            reason = spec.validate(values[spec.name])
-            if reason is not None:
-                raise ValueError(reason)
         settings = ServerSettings.from_values(values)
         # (settings, model paths) swap together: a frame reads one consistent pair.
         self._snapshot = (settings, resolve_model_paths(settings))  # ModelError: stop here

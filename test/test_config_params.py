@@ -135,6 +135,59 @@ def test_rviz_config_shows_the_server_overlay():
     assert {"Global Options", "Views", "Tools"} <= set(manager)
 
 
+# --- one parameter mechanism for every node (facerec_server.ros_params) ------------------
+def _node_with(ros_context, name, overrides):
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    return Node(name, context=ros_context, parameter_overrides=[
+        Parameter(key, value=value) for key, value in overrides.items()])
+
+
+def test_integers_are_taken_for_doubles_at_start_and_at_run_time(ros_context):
+    from rclpy.parameter import Parameter
+    from facerec_camera.camera_node import SPECS as CAMERA
+    from facerec_server import params
+    from facerec_server.ros_params import declare
+    server = _node_with(ros_context, "typing_server", {"max_frame_age": 5, "face.threshold": 1})
+    camera = _node_with(ros_context, "typing_camera", {"fps": 15, "source": 2})
+    try:
+        values = declare(server, params.SPECS)
+        assert same_value(values["max_frame_age"], 5.0)
+        assert same_value(server.get_parameter("face.threshold").value, 1.0)
+        declare(camera, CAMERA)
+        assert same_value(camera.get_parameter("fps").value, 15.0)
+        assert same_value(camera.get_parameter("source").value, "2")  # a camera index
+        [result] = server.set_parameters([Parameter("max_frame_age", value=7)])
+        assert result.successful, result.reason
+        assert same_value(server.get_parameter("max_frame_age").value, 7.0)
+        [result] = camera.set_parameters([Parameter("resize", value=1)])
+        assert result.successful and same_value(camera.get_parameter("resize").value, 1.0)
+        [refused] = server.set_parameters([Parameter("workers", value=2.0)])  # not the reverse
+        assert not refused.successful
+    finally:
+        server.destroy_node()
+        camera.destroy_node()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"max_frame_age": "soon"}, "max_frame_age must be a number, got 'soon'"),
+    ({"max_frame_age": -1}, "max_frame_age must be >= 0.0, got -1.0"),
+    ({"face.upsample": 1.5}, "face.upsample must be an integer, got 1.5"),
+    ({"face.detector": "yolo"}, "face.detector must be one of hog, cnn, cnn_opencv"),
+])
+def test_a_wrong_start_value_is_one_line_naming_it(ros_context, overrides, message):
+    from facerec_server import params
+    from facerec_server.ros_params import declare
+    node = _node_with(ros_context, "typing_bad", overrides)
+    try:
+        with pytest.raises(ValueError) as error:
+            declare(node, params.SPECS)
+        text = str(error.value)
+        assert message in text and "\n" not in text, text
+    finally:
+        node.destroy_node()
+
+
 # --- live: the nodes started by the real ros2 launch -------------------------------------
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory, ros_context):

@@ -271,7 +271,8 @@ def test_bridge_without_certificates_ends_the_launch_with_an_error(tmp_path):
 
 
 def test_security_without_a_keystore_ends_the_launch_with_an_error(tmp_path):
-    launch = RosLaunch("bringup.launch.py", {"use_security": "true", "source": "pattern"},
+    launch = RosLaunch("bringup.launch.py", {"use_security": "true", "source": "pattern",
+                                             "use_bridge": "true"},
                        tmp=tmp_path, name="no_keystore",
                        env={"ROS_SECURITY_ENABLE": "true", "ROS_SECURITY_STRATEGY": "Enforce",
                             "ROS_SECURITY_KEYSTORE": str(tmp_path / "no_keystore")})
