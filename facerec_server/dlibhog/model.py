@@ -20,8 +20,7 @@ Each weight vector holds 31 planes of ``fhog_window_height x fhog_window_width``
 coefficients (plane-major, rows, then columns) followed by the detection threshold ``b``.
 :func:`filter_bank` reproduces ``scan_fhog_pyramid::build_fhog_filterbank``: dlib scores
 with the float32 filters, or, when that is cheaper, with a separable approximation from an
-SVD (singular values below ``max(1e-4, 0.001 * largest)`` dropped); the bank holds the 2-D
-filter dlib effectively applies in either case.
+SVD (singular values below ``max(1e-4, 0.001 * largest)`` dropped).
 """
 from __future__ import annotations
 
@@ -37,8 +36,8 @@ from ..dlibnet.reader import DlibFormatError, _Stream
 
 NUM_PLANES = 31  # fhog: 18 signed + 9 unsigned orientations + 4 texture (gradient energy)
 
-__all__ = ["HogFormatError", "FhogModel", "FhogDetectorWeights", "parse_bytes", "read_svm",
-           "frontal_face_model", "filter_bank", "fhog_window_size", "NUM_PLANES"]
+__all__ = ["HogFormatError", "FhogModel", "FhogDetectorWeights", "FilterBank", "parse_bytes",
+           "read_svm", "frontal_face_model", "filter_bank", "fhog_window_size", "NUM_PLANES"]
 
 
 class HogFormatError(ValueError):
@@ -208,21 +207,43 @@ def frontal_face_model() -> FhogModel:
     return model
 
 
-def filter_bank(model: FhogModel) -> np.ndarray:
-    """(detectors, 31, rows, cols) float64: the filters dlib applies for each detector.
+@dataclass(frozen=True)
+class FilterBank:
+    """How dlib filters the fhog planes for one weight vector (``fhog_filterbank``).
 
-    ``build_fhog_filterbank`` + ``apply_filters_to_fhog``: per plane an SVD (sorted by
-    singular value), components with singular values of at least
-    ``max(1e-4, 0.001 * largest)`` kept as float32 ``u*sqrt(s)`` (column filter) and
-    ``v*sqrt(s)`` (row filter). If all planes together have more such components than
-    ``31 * min(rows, cols) / 3`` dlib filters with the float32 planes themselves, otherwise
-    with the separable components, i.e. with the sum of their outer products.
+    ``separable``: use the components (``planes[j]``, ``rows[j]``, ``cols[j]``: plane,
+    float32 row filter (cols,) and column filter (rows,)), else the float32 ``filters``
+    (31, rows, cols). ``effective``: the float64 2-D filters either way (for checks).
+    """
+
+    separable: bool
+    planes: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    filters: np.ndarray
+
+    @property
+    def effective(self) -> np.ndarray:
+        if not self.separable:
+            return self.filters.astype(np.float64)
+        out = np.zeros(self.filters.shape, np.float64)
+        for plane, row, col in zip(self.planes, self.rows, self.cols):
+            out[plane] += np.outer(col.astype(np.float64), row.astype(np.float64))
+        return out
+
+
+def filter_bank(model: FhogModel) -> List[FilterBank]:
+    """``build_fhog_filterbank`` + the choice in ``apply_filters_to_fhog``, per weight vector.
+
+    Per plane an SVD (sorted by singular value); components with singular values of at
+    least ``max(1e-4, 0.001 * largest)`` are kept as float32 ``u*sqrt(s)`` (column filter)
+    and ``v*sqrt(s)`` (row filter). dlib filters with the float32 planes themselves when
+    all planes together have more components than ``31 * min(rows, cols) / 3``, otherwise
+    with the components, plane by plane, in order.
     """
     banks = []
     for det in model.detectors:
-        full = det.filters.astype(np.float32).astype(np.float64)
-        separable = np.zeros_like(full)
-        count = 0
+        planes, rows, cols = [], [], []
         for i, plane in enumerate(det.filters):
             u, sv, vt = np.linalg.svd(plane)
             order = np.argsort(-sv, kind="stable")
@@ -230,10 +251,14 @@ def filter_bank(model: FhogModel) -> np.ndarray:
             for j in order:
                 if sv[j] >= thresh:
                     root = math.sqrt(float(sv[j]))
-                    col = (u[:, j] * root).astype(np.float32).astype(np.float64)
-                    row = (vt[j] * root).astype(np.float32).astype(np.float64)
-                    separable[i] += np.outer(col, row)
-                    count += 1
-        rows, cols = full.shape[1:]
-        banks.append(full if count > NUM_PLANES * min(rows, cols) / 3.0 else separable)
-    return np.stack(banks)
+                    planes.append(i)
+                    cols.append((u[:, j] * root).astype(np.float32))
+                    rows.append((vt[j] * root).astype(np.float32))
+        fr, fc = det.filters.shape[1:]
+        banks.append(FilterBank(
+            len(planes) <= NUM_PLANES * min(fr, fc) / 3.0,
+            np.array(planes, np.int64),
+            np.array(rows, np.float32).reshape(-1, fc),
+            np.array(cols, np.float32).reshape(-1, fr),
+            np.ascontiguousarray(det.filters.astype(np.float32))))
+    return banks

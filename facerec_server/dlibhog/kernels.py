@@ -1,0 +1,198 @@
+"""The per-pixel loops of dlib's fhog scanner as compiled (numba) kernels.
+
+Both loops follow dlib's float32 order of operations, so their outputs are dlib's bit for
+bit:
+
+* :func:`resize_rows`: ``resize_image`` bilinear on RGB uint8 (``interpolation.h``): columns
+  in SIMD blocks of 4 with float32 weights ``((tl*TL + tr*TR) + bl*BL) + br*BR`` truncated,
+  the remaining columns in double precision (the plan comes from
+  :mod:`facerec_server.dlibnet.resize`);
+* :func:`fhog_level`: ``extract_fhog_features`` (``fhog.h``, cell size > 1) of one level:
+  gradients, colour channel choice (ties: later channel in the 8-column SIMD blocks, earlier
+  channel in the columns done one by one), orientation (lookup table of dlib's float32
+  dot products), bilinear votes added in dlib's pixel order, block energies and the 31
+  features, written into a window of a (float64) canvas.
+
+Compiled without fast-math (no reassociation, no fused multiply-add), with the GIL
+released so that several levels run at once on Python threads. ``cache=True`` keeps the
+machine code next to this file (in ``__pycache__``) when that folder is writable.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+F32 = np.float32
+
+
+@njit(nogil=True, cache=True)
+def resize_rows(src, out, r0, r1, top, bottom, tb32, itb32, left, lr, ilr, c_simd,
+                tleft, tright, tlr, tb):  # pragma: no cover - compiled
+    """Output rows [r0, r1) of dlib's bilinear resize of ``src`` into ``out``."""
+    for r in range(r0, r1):
+        t = top[r]
+        b = bottom[r]
+        it = itb32[r]
+        bt = tb32[r]
+        for c in range(c_simd):
+            lc = left[c]
+            rc = lc + 1
+            wl = ilr[c]
+            wr = lr[c]
+            tlf = it * wl
+            trf = it * wr
+            blf = bt * wl
+            brf = bt * wr
+            for k in range(3):
+                v = (((tlf * F32(src[t, lc, k]) + trf * F32(src[t, rc, k]))
+                      + blf * F32(src[b, lc, k])) + brf * F32(src[b, rc, k]))
+                out[r, c, k] = np.uint8(np.int32(v))
+        tbd = tb[r]
+        for j in range(tleft.shape[0]):
+            lc = tleft[j]
+            rc = tright[j]
+            w = tlr[j]
+            for k in range(3):
+                up = (1.0 - w) * float(src[t, lc, k]) + w * float(src[t, rc, k])
+                down = (1.0 - w) * float(src[b, lc, k]) + w * float(src[b, rc, k])
+                out[r, c_simd + j, k] = np.uint8(np.int32((1.0 - tbd) * up + tbd * down))
+
+
+@njit(nogil=True, cache=True)
+def fhog_level(img, cell, bins, out, fy, fx):  # pragma: no cover - compiled
+    """dlib's fhog features of RGB uint8 ``img``; feature (o, y, x) of the cells that have
+    features goes to ``out[o, fy + y, fx + x]``. ``bins``: orientation of each gradient,
+    indexed by ``(gx + 255) * 511 + (gy + 255)``."""
+    nr = img.shape[0]
+    nc = img.shape[1]
+    cells_nr = int(F32(nr) / F32(cell) + 0.5)
+    cells_nc = int(F32(nc) / F32(cell) + 0.5)
+    if cells_nr == 0 or cells_nc == 0:
+        return
+    hog_nr = max(cells_nr - 2, 0)
+    hog_nc = max(cells_nc - 2, 0)
+    if hog_nr == 0 or hog_nc == 0:
+        return
+    hist = np.zeros((cells_nr + 2, cells_nc + 2, 18), np.float32)
+    norm = np.zeros((cells_nr, cells_nc), np.float32)
+    visible_nr = min(cells_nr * cell, nr) - 1
+    visible_nc = min(cells_nc * cell, nc) - 1
+    simd_end = 1
+    while simd_end < visible_nc - 7:
+        simd_end += 8
+    fcell = F32(cell)
+    for y in range(1, visible_nr):
+        yp = F32((F32(y) + 0.5) / float(fcell) - 0.5)
+        iyp = int(np.floor(yp))
+        vy0 = F32(yp - F32(iyp))
+        vy1 = F32(F32(1.0) - vy0)
+        for x in range(1, visible_nc):
+            simd = x < simd_end
+            best_x = 0
+            best_y = 0
+            best_len = -1
+            for k in range(3):
+                gx = np.int32(img[y, x + 1, k]) - np.int32(img[y, x - 1, k])
+                gy = np.int32(img[y + 1, x, k]) - np.int32(img[y - 1, x, k])
+                length = gx * gx + gy * gy
+                # SIMD blocks: select(a > b, a, b) keeps the later channel on ties
+                if length > best_len or (simd and length == best_len):
+                    best_len = length
+                    best_x = gx
+                    best_y = gy
+            v = np.sqrt(F32(best_len))
+            o = bins[(best_x + 255) * 511 + (best_y + 255)]
+            if simd:
+                xp = (F32(x) + F32(0.5)) / fcell + F32(0.5)
+                ixp = int(xp)
+                vx0 = xp - F32(ixp)
+                vx1 = F32(1.0) - vx0
+                vx1 = vx1 * v
+                vx0 = vx0 * v
+                hist[iyp + 1, ixp, o] += vy1 * vx1
+                hist[iyp + 2, ixp, o] += vy0 * vx1
+                hist[iyp + 1, ixp + 1, o] += vy1 * vx0
+                hist[iyp + 2, ixp + 1, o] += vy0 * vx0
+            else:
+                xp = F32((float(x) + 0.5) / float(cell) - 0.5)
+                ixp = int(np.floor(xp))
+                vx0 = F32(xp - F32(ixp))
+                vx1 = F32(1.0 - vx0)
+                hist[iyp + 1, ixp + 1, o] += vy1 * vx1 * v
+                hist[iyp + 2, ixp + 1, o] += vy0 * vx1 * v
+                hist[iyp + 1, ixp + 2, o] += vy1 * vx0 * v
+                hist[iyp + 2, ixp + 2, o] += vy0 * vx0 * v
+    for r in range(cells_nr):
+        for c in range(cells_nc):
+            s = F32(0.0)
+            for o in range(9):
+                h = hist[r + 1, c + 1, o] + hist[r + 1, c + 1, o + 9]
+                s += h * h
+            norm[r, c] = s
+    eps = F32(0.0001)
+    n4 = np.empty(4, np.float32)
+    nn4 = np.empty(4, np.float32)
+    t4 = np.empty(4, np.float32)
+    for y in range(hog_nr):
+        for x in range(hog_nc):
+            # the 4 blocks around the cell: lanes z1 + z2 + z3 + z4 + eps
+            for lane in range(4):
+                a = y + 1 - (lane & 1)
+                b = x + 1 - (lane >> 1)
+                z = ((norm[a, b] + norm[a, b + 1]) + norm[a + 1, b]) + norm[a + 1, b + 1]
+                nn = F32(0.2) * np.sqrt(z + eps)
+                nn4[lane] = nn
+                n4[lane] = F32(0.1) / nn
+                t4[lane] = F32(0.0)
+            hc = hist[y + 2, x + 2]
+            for o in range(0, 18, 3):
+                for lane in range(4):
+                    h0 = min(hc[o], nn4[lane]) * n4[lane]
+                    h1 = min(hc[o + 1], nn4[lane]) * n4[lane]
+                    h2 = min(hc[o + 2], nn4[lane]) * n4[lane]
+                    t4[lane] += (h0 + h1) + h2
+                for j in range(3):
+                    s0 = min(hc[o + j], nn4[0]) * n4[0]
+                    s1 = min(hc[o + j], nn4[1]) * n4[1]
+                    s2 = min(hc[o + j], nn4[2]) * n4[2]
+                    s3 = min(hc[o + j], nn4[3]) * n4[3]
+                    out[o + j, fy + y, fx + x] = (s0 + s1) + (s2 + s3)
+            for o in range(9):
+                h = hc[o] + hc[o + 9]
+                s0 = min(h, nn4[0]) * n4[0]
+                s1 = min(h, nn4[1]) * n4[1]
+                s2 = min(h, nn4[2]) * n4[2]
+                s3 = min(h, nn4[3]) * n4[3]
+                out[18 + o, fy + y, fx + x] = (s0 + s1) + (s2 + s3)
+            for lane in range(4):
+                out[27 + lane, fy + y, fx + x] = t4[lane] * F32(2 * 0.2357)
+
+
+@njit(nogil=True, cache=True)
+def multiply_spectra(x, k, out):  # pragma: no cover - compiled
+    """out = sum_p x[p] * conj(k[p]) for 2-D real DFTs in OpenCV's packed CCS layout
+    (even sizes; ``cv2.mulSpectrums(a, b, 0, conjB=True)`` summed over p): columns
+    1 .. cols-2 hold complex pairs, columns 0 and cols-1 hold the packed spectra of the
+    two real columns (real first and last rows, complex pairs between)."""
+    planes, rows, cols = x.shape
+    out[:] = 0.0
+    for p in range(planes):
+        xp = x[p]
+        kp = k[p]
+        for col in (0, cols - 1):
+            out[0, col] += xp[0, col] * kp[0, col]
+            out[rows - 1, col] += xp[rows - 1, col] * kp[rows - 1, col]
+            for i in range(1, rows - 1, 2):
+                ar, ai = xp[i, col], xp[i + 1, col]
+                br, bi = kp[i, col], kp[i + 1, col]
+                out[i, col] += ar * br + ai * bi
+                out[i + 1, col] += ai * br - ar * bi
+        for i in range(rows):
+            xr = xp[i]
+            kr = kp[i]
+            o = out[i]
+            for j in range(1, cols - 1, 2):
+                ar, ai = xr[j], xr[j + 1]
+                br, bi = kr[j], kr[j + 1]
+                o[j] += ar * br + ai * bi
+                o[j + 1] += ai * br - ar * bi

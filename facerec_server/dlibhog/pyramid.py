@@ -1,0 +1,119 @@
+"""dlib's image pyramid for the fhog scanner, bit-exact and vectorised.
+
+* ``pyramid_down<6>`` (``dlib/image_transforms/image_pyramid.h``): each level is
+  ``floor(5 * size / 6)`` and made from the previous one by dlib's bilinear
+  ``resize_image`` on RGB pixels;
+* ``pyramid_up`` with ``pyramid_down<2>`` (dlib's upsampling): the same resize to
+  ``(2 * rows + 2, 2 * cols + 2)``;
+* the number of levels ``scan_fhog_pyramid`` uses: ``rect_down`` of the image rectangle
+  (``(p - 0.3) * 5/6``, rounded) while it is at least the minimum layer size.
+
+The resize arithmetic is :mod:`facerec_server.dlibnet.resize` (float32 weights, columns in
+SIMD blocks of 4, a double-precision scalar tail, truncation to uint8), planned once per
+(input, output) size and run by the compiled :func:`.kernels.resize_rows`.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import List, Tuple
+
+import numpy as np
+
+from ..dlibnet.resize import _cols, _rows, pyramid_up_size
+from .kernels import resize_rows
+
+F32 = np.float32
+
+
+def _round(v: float) -> int:
+    """``std::round`` (half away from zero), dlib's drectangle -> rectangle conversion."""
+    r = int(np.floor(v))
+    diff = v - r
+    return r + 1 if diff > 0.5 or (diff == 0.5 and v > 0) else r
+
+
+def level_count(rows: int, cols: int, min_width: int, min_height: int,
+                max_levels: int) -> int:
+    """Levels ``create_fhog_pyramid`` builds for a rows x cols image."""
+    left, top, right, bottom = 0.0, 0.0, cols - 1.0, rows - 1.0
+    levels = 0
+    while True:
+        left, top, right, bottom = (float(_round((v - 0.3) * (5.0 / 6.0)))
+                                    for v in (left, top, right, bottom))
+        levels += 1
+        if not (right - left + 1 >= min_width and bottom - top + 1 >= min_height
+                and levels < max_levels):
+            return levels
+
+
+def level_sizes(rows: int, cols: int, levels: int) -> List[Tuple[int, int]]:
+    """(rows, cols) of each pyramid level: ``pyramid_down<6>`` keeps ``floor(5 n / 6)``."""
+    sizes = [(rows, cols)]
+    for _ in range(1, levels):
+        rows, cols = (5 * rows) // 6, (5 * cols) // 6
+        sizes.append((rows, cols))
+    return sizes
+
+
+class ResizePlan:
+    """Indices and float32 weights of dlib's bilinear resize between two sizes."""
+
+    def __init__(self, in_nr: int, in_nc: int, out_nr: int, out_nc: int):
+        self.in_shape = (in_nr, in_nc)
+        self.out_shape = (out_nr, out_nc)
+        self.trivial = out_nr <= 1 or out_nc <= 1 or in_nr == 0 or in_nc == 0
+        if self.trivial:
+            return
+        top, bottom, tb = _rows(in_nr, out_nr)
+        c_simd, (left, _, lr, ilr), (tleft, tright, tlr) = _cols(in_nc, out_nc)
+        self.rows = (top.astype(np.int64), bottom.astype(np.int64), tb.astype(F32),
+                     (1 - tb).astype(F32))
+        self.cols = (left.astype(np.int64), lr.astype(F32), ilr.astype(F32), int(c_simd))
+        self.tail = (tleft.astype(np.int64), tright.astype(np.int64),
+                     tlr.astype(np.float64), tb.astype(np.float64))
+
+    def run(self, src: np.ndarray, out: np.ndarray, rows: Tuple[int, int] = None) -> None:
+        """Resize RGB uint8 ``src`` into ``out`` (output rows [lo, hi) of ``rows`` only)."""
+        lo, hi = rows if rows is not None else (0, self.out_shape[0])
+        if self.trivial:
+            out[lo:hi] = 0
+            return
+        top, bottom, tb32, itb32 = self.rows
+        left, lr, ilr, c_simd = self.cols
+        tleft, tright, tlr, tb = self.tail
+        resize_rows(src, out, lo, hi, top, bottom, tb32, itb32, left, lr, ilr, c_simd,
+                    tleft, tright, tlr, tb)
+
+
+_PLANS: "OrderedDict[tuple, ResizePlan]" = OrderedDict()
+_PLANS_LOCK = threading.Lock()
+MAX_PLANS = 64  # bounded: a few frame sizes x ~12 levels x upsampling
+
+
+def resize_plan(in_nr: int, in_nc: int, out_nr: int, out_nc: int) -> ResizePlan:
+    """The (cached, least recently used out first) plan for one resize."""
+    key = (in_nr, in_nc, out_nr, out_nc)
+    with _PLANS_LOCK:
+        plan = _PLANS.get(key)
+        if plan is not None:
+            _PLANS.move_to_end(key)
+            return plan
+    plan = ResizePlan(*key)
+    with _PLANS_LOCK:
+        _PLANS[key] = plan
+        while len(_PLANS) > MAX_PLANS:
+            _PLANS.popitem(last=False)
+    return plan
+
+
+def resize_rgb(src: np.ndarray, out_nr: int, out_nc: int) -> np.ndarray:
+    """dlib ``resize_image`` (bilinear) of an RGB uint8 image."""
+    out = np.empty((out_nr, out_nc, 3), np.uint8)
+    resize_plan(src.shape[0], src.shape[1], out_nr, out_nc).run(src, out)
+    return out
+
+
+def pyramid_up(src: np.ndarray) -> np.ndarray:
+    """dlib ``pyramid_up(img, pyramid_down<2>)`` of an RGB uint8 image."""
+    return resize_rgb(src, *pyramid_up_size(src.shape[0], src.shape[1]))
