@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-DETECTORS = ("hog", "cnn", "cnn_opencv")
+DETECTORS = ("hog", "hog_dlib", "cnn", "cnn_opencv")
 EMBEDDERS = ("dlib", "opencv")
 RELIABILITY = ("best_effort", "reliable")
 DEFAULT_GALLERY = os.path.join("~", ".ros", "facerec", "gallery.db")
@@ -99,8 +99,10 @@ SPECS: Tuple[ParamSpec, ...] = (
     ParamSpec("face_recognition.enabled", True, "bool",
               "run face detection and recognition; false stops the computation and ~/faces"),
     ParamSpec("face.detector", "hog", "string",
-              "face detector: hog (dlib frontal HOG, fast), cnn (dlib MMOD CNN, slow on CPU, "
-              "finds more poses), cnn_opencv (the MMOD network run by OpenCV DNN)",
+              "face detector: hog (dlib's frontal HOG detector run by facerec_server.dlibhog: "
+              "dlib's boxes and scores, 2 threads), hog_dlib (the same detector run by dlib), "
+              "cnn (dlib MMOD CNN, slow on CPU, finds more poses), cnn_opencv (the MMOD "
+              "network run by OpenCV DNN)",
               choices=DETECTORS),
     ParamSpec("face.embedder", "opencv", "string",
               "descriptor network implementation: opencv (dlib's ResNet file read by "

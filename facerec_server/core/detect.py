@@ -1,6 +1,8 @@
 """Face detectors: replaceable stages with one interface, ``detect(image_bgr) -> [Detection]``.
 
 * :class:`HogDetector`: dlib's frontal HOG detector; score is the SVM margin (> 0 detected).
+  ``backend="dlibhog"`` (default) runs it with :mod:`facerec_server.dlibhog` (same boxes
+  and scores, several threads), ``"dlib"`` with dlib's own code.
 * :class:`CnnDetector`: dlib's MMOD CNN detector; score is its confidence.
 
 Both take ``upsample`` (dlib's ``upsample_num_times``: each step doubles the image so faces
@@ -172,33 +174,54 @@ def _frontal_face_detector():
     return dlib.get_frontal_face_detector()
 
 
-class HogDetector(_DlibDetector):
-    """dlib frontal-face HOG detector (no model file). Scores are SVM margins (> 0).
+HOG_BACKENDS = ("dlibhog", "dlib")
 
-    One dlib ``object_detector`` used by two threads at once segfaults (reproduced with dlib
-    20.0.1, even with equal settings), so concurrent callers borrow detectors from a pool that
-    grows to the peak number of simultaneous callers (building one takes ~1 s on a loaded
-    machine; the pool is shared by ``with_settings`` copies, i.e. across reconfigure). This
-    is about safety, not speed: for multi-core throughput use processes.
+
+class HogDetector(_DlibDetector):
+    """dlib's frontal-face HOG detector (no model file). Scores are SVM margins (> 0).
+
+    ``backend``: "dlibhog" runs dlib's detector file with :mod:`facerec_server.dlibhog`
+    (boxes equal to dlib's, scores within 1e-5, up to ``threads`` threads per call; the
+    compiled kernels are built, or loaded from their cache, on :meth:`load`); "dlib" runs
+    dlib's own code. One dlib ``object_detector`` used by two threads at once segfaults
+    (reproduced with dlib 20.0.1, even with equal settings), so concurrent callers of the
+    "dlib" backend borrow detectors from a pool that grows to the peak number of
+    simultaneous callers (shared by ``with_settings`` copies, i.e. across reconfigure).
     """
 
-    def __init__(self, upsample: int = 0, scale: float = 1.0, adjust_threshold: float = 0.0):
+    def __init__(self, upsample: int = 0, scale: float = 1.0, adjust_threshold: float = 0.0,
+                 backend: str = "dlibhog", threads: int = 2):
         super().__init__(upsample, scale)
+        if backend not in HOG_BACKENDS:
+            raise ValueError(f"HOG backend must be one of {', '.join(HOG_BACKENDS)}, "
+                             f"got {backend!r}")
         self.adjust_threshold = float(adjust_threshold)
+        self.backend = backend
+        self.threads = int(threads)
 
     def with_settings(self, upsample: int, scale: float) -> "HogDetector":
-        """A detector with new settings sharing this one's loaded dlib objects."""
-        other = HogDetector(upsample, scale, self.adjust_threshold)
+        """A detector with new settings sharing this one's loaded model."""
+        other = HogDetector(upsample, scale, self.adjust_threshold, self.backend, self.threads)
         other._model = self._model
         return other
 
-    def _create_raw(self) -> _Pool:
-        return _Pool(_frontal_face_detector)
+    def _create_raw(self):
+        if self.backend == "dlib":
+            return _Pool(_frontal_face_detector)
+        from facerec_server.dlibhog import FhogDetector, frontal_face_model
+        engine = FhogDetector(frontal_face_model(), self.threads)
+        engine.detect(np.zeros((96, 96, 3), np.uint8), 1)  # compile (or load) the kernels
+        return engine
 
     def _raw_detect(self, image_rgb: np.ndarray):
-        with self._raw_model().borrow() as detector:
-            rects, scores, _ = detector.run(image_rgb, self.upsample, self.adjust_threshold)
-        return list(zip(rects, scores))
+        if self.backend == "dlib":
+            with self._raw_model().borrow() as detector:
+                rects, scores, _ = detector.run(image_rgb, self.upsample,
+                                                self.adjust_threshold)
+            return list(zip(rects, scores))
+        from facerec_server.dlibnet.mmod import _Rect
+        hits = self._raw_model().detect(image_rgb, self.upsample, self.adjust_threshold)
+        return [(_Rect(rect), score) for rect, score, _ in hits]
 
 
 class CnnDetector(_DlibDetector):

@@ -6,7 +6,8 @@ Backends (``ObjectModelConfig.type``):
   ``dlib.cnn_face_detection_model_v1`` (which loads any dlib MMOD detector of the face
   detector's network design). Boxes with the detector's confidence.
 * ``"hog"``: dlib HOG detectors (``.svm`` from ``dlib.train_simple_object_detector`` or
-  imglab) loaded with ``dlib.fhog_object_detector``; ``run`` gives the SVM scores.
+  imglab) read and run by :mod:`facerec_server.dlibhog` (dlib's boxes and SVM scores);
+  ``"hog_dlib"``: the same files run by dlib's own ``fhog_object_detector``.
 * ``"onnx"``: image classifiers in ONNX run with OpenCV's DNN module. Each frame is cut into
   ``crops`` chips (random square-ish crops of 7/15..7/8 of the short side with random
   horizontal flips, or a fixed centre/corners/flips set when ``deterministic``), resized to
@@ -37,7 +38,7 @@ import numpy as np
 
 from .types import ObjectResult
 
-MODEL_TYPES = ("mmod", "hog", "onnx")
+MODEL_TYPES = ("mmod", "hog", "hog_dlib", "onnx")
 SOFTMAX_MODES = ("auto", "true", "false")
 
 #: Parameter prefix used by the server node.
@@ -57,7 +58,7 @@ GLOBAL_PARAMETER_DEFAULTS: Dict[str, Any] = {
 #: Per-model parameters ``object_recognition.<name>.<field>`` (field -> ROS-typed default).
 #: Defaults are non-empty so that ROS can infer each parameter's type when declaring it.
 MODEL_PARAMETER_DEFAULTS: Dict[str, Any] = {
-    "type": "",                   # string: mmod | hog | onnx (required)
+    "type": "",                   # string: mmod | hog | hog_dlib | onnx (required)
     "path": "",                   # string: model file (required)
     "label": "",                  # string: detectors' label; "" = the model name
     "labels_file": "",            # string: classifier label file, one per line (onnx: required)
@@ -450,12 +451,33 @@ class MmodDetector(_DlibDetector):
 
 
 class HogDetector(_DlibDetector):
-    """dlib HOG (fhog) detector (``.svm``); score = the SVM score from ``run``.
+    """dlib HOG (fhog) detector (``.svm``) run by :mod:`facerec_server.dlibhog`; score =
+    the SVM score dlib's ``run`` gives (same boxes).
 
-    ``upsample`` -1 uses the upsampling amount the detector was trained with (as
-    ``dlib.simple_object_detector`` does). Detections scoring above ``min(threshold, 0)`` are
-    requested from dlib so that negative thresholds work.
+    ``upsample`` -1 uses the upsampling amount the detector was trained with (stored by
+    ``train_simple_object_detector``; 0 when the file has none). Detections scoring above
+    ``min(threshold, 0)`` are computed so that negative thresholds work.
     """
+
+    def __init__(self, config: ObjectModelConfig):
+        super().__init__(config)
+        from facerec_server.dlibhog import FhogDetector, HogFormatError, read_svm
+        _check_file(config, config.path, "path")
+        try:
+            model = read_svm(config.path)
+        except (OSError, HogFormatError) as error:
+            raise _load_error(config, config.path, "path", error) from error
+        self.default_upsample = model.upsampling or 0
+        self._detector = FhogDetector(model)
+
+    def _detect(self, rgb, upsample):
+        from facerec_server.dlibnet.mmod import _Rect
+        hits = self._detector.detect(rgb, upsample, min(self.config.threshold, 0.0))
+        return [(_Rect(rect), score) for rect, score, _ in hits]
+
+
+class DlibHogDetector(_DlibDetector):
+    """dlib HOG (fhog) detector (``.svm``) run by dlib's ``fhog_object_detector``."""
 
     def __init__(self, config: ObjectModelConfig):
         super().__init__(config)
@@ -463,10 +485,13 @@ class HogDetector(_DlibDetector):
         _check_file(config, config.path, "path")
         try:
             self._detector = dlib.fhog_object_detector(config.path)
-            self.default_upsample = max(0, int(dlib.simple_object_detector(config.path)
-                                               .upsampling_amount))
         except Exception as error:
             raise _load_error(config, config.path, "path", error) from error
+        try:  # the trained upsampling amount (only in train_simple_object_detector files)
+            self.default_upsample = max(0, int(dlib.simple_object_detector(config.path)
+                                               .upsampling_amount))
+        except Exception:
+            self.default_upsample = 0
 
     def _detect(self, rgb, upsample):
         rects, scores, _ = self._detector.run(rgb, upsample, min(self.config.threshold, 0.0))
@@ -631,7 +656,8 @@ class OnnxClassifier(ObjectModel):
                 for i in order if probs[i] >= self.config.threshold]
 
 
-BACKENDS = {"mmod": MmodDetector, "hog": HogDetector, "onnx": OnnxClassifier}
+BACKENDS = {"mmod": MmodDetector, "hog": HogDetector, "hog_dlib": DlibHogDetector,
+            "onnx": OnnxClassifier}
 
 
 def load_object_model(config: ObjectModelConfig) -> ObjectModel:
@@ -689,7 +715,8 @@ class ObjectRecognizer:
 
 __all__ = [
     "BACKENDS", "GLOBAL_PARAMETER_DEFAULTS", "MODEL_PARAMETER_DEFAULTS", "MODEL_TYPES",
-    "PARAMETER_PREFIX", "HogDetector", "MmodDetector", "ObjectModel", "ObjectModelConfig",
+    "PARAMETER_PREFIX", "DlibHogDetector", "HogDetector", "MmodDetector", "ObjectModel",
+    "ObjectModelConfig",
     "ObjectModelError", "ObjectRecognizer", "OnnxClassifier", "RecognitionSettings",
     "configs_from_parameters", "load_object_model", "load_object_models",
     "global_parameter_defaults", "model_names_from_parameter",

@@ -21,7 +21,7 @@ from .match import Matcher
 from .models import ModelPaths
 from .types import Detection, FaceResult, FrameResult
 
-DETECTORS = ("hog", "cnn", "cnn_opencv")
+DETECTORS = ("hog", "hog_dlib", "cnn", "cnn_opencv")
 EMBEDDERS = ("dlib", "opencv")
 
 
@@ -29,8 +29,10 @@ EMBEDDERS = ("dlib", "opencv")
 class FaceConfig:
     """Face pipeline settings (all plain values, e.g. from ROS parameters).
 
-    detector: 'hog' (CPU-friendly), 'cnn' (dlib's MMOD CNN: more robust, much slower on CPU)
-        or 'cnn_opencv' (the same MMOD network and file run by OpenCV DNN, same boxes).
+    detector: 'hog' (dlib's frontal HOG detector run by facerec_server.dlibhog: dlib's boxes
+        and scores, CPU-friendly), 'hog_dlib' (the same detector run by dlib's own code),
+        'cnn' (dlib's MMOD CNN: more robust, much slower on CPU) or 'cnn_opencv' (the same
+        MMOD network and file run by OpenCV DNN, same boxes).
     embedder: 'dlib' (dlib's ResNet, the reference) or 'opencv' (the same network and file
         run by OpenCV DNN: descriptors within 1e-6 of dlib's, several times faster).
     upsample: dlib upsample_num_times, 0..4; 1 finds faces down to ~40 px at ~4x the cost.
@@ -184,7 +186,8 @@ class FacePipeline:
             detector = OpenCVMmodDetector(self.model_paths.cnn_detector, config.upsample,
                                           config.detect_scale)
         else:
-            detector = HogDetector(config.upsample, config.detect_scale)
+            detector = HogDetector(config.upsample, config.detect_scale,
+                                   backend="dlib" if config.detector == "hog_dlib" else "dlibhog")
         self._detectors[config.detector] = detector
         return detector
 

@@ -1,11 +1,21 @@
-"""dlib's fhog (HOG) object detectors without dlib: read the ``.svm`` file, run in numpy.
+"""dlib's fhog (HOG) object detectors without dlib: read the ``.svm`` file, run compiled
+numpy kernels, get dlib's boxes and scores.
 
 * :mod:`.model`: reader of ``object_detector<scan_fhog_pyramid<pyramid_down<6>>>`` files
-  (``fhog_object_detector.save``, ``train_simple_object_detector``) and dlib's filter bank;
-* :mod:`.fhog`: dlib's fhog features;
-* :mod:`.detector`: :class:`FhogDetector`, the image pyramid, filter responses and
-  non-max suppression, giving dlib's boxes and scores.
+  (``fhog_object_detector.save``, ``train_simple_object_detector``; several weight vectors
+  per file, like dlib's frontal face detector) and dlib's filter banks;
+* :mod:`.pyramid`: dlib's image pyramid (``pyramid_down<6>``, ``pyramid_up``), bit-exact;
+* :mod:`.fhog`, :mod:`.kernels`: dlib's fhog features, bit-exact;
+* :mod:`.detector`: :class:`FhogDetector` (filter responses, thresholds, rectangles,
+  non-max suppression), equal to ``dlib.fhog_object_detector.run``.
 """
-from .model import HogFormatError, read_svm
+from .model import FhogModel, HogFormatError, frontal_face_model, read_svm
 
-__all__ = ["HogFormatError", "read_svm"]
+__all__ = ["FhogDetector", "FhogModel", "HogFormatError", "frontal_face_model", "read_svm"]
+
+
+def __getattr__(name):
+    if name == "FhogDetector":  # imports numba: only when a detector is built
+        from .detector import FhogDetector
+        return FhogDetector
+    raise AttributeError(name)
