@@ -1,0 +1,170 @@
+"""facerec_server.dlibhog: dlib's fhog detectors read from their files and run without dlib.
+
+Compared with dlib itself (dlib-bin): the frontal face detector on the registry faces at
+upsample 0 and 1 (and with a lowered threshold, which yields many more windows), a HOG
+object detector trained here, dlib's bilinear resize, and files that are not detectors.
+LFW (``FACEREC_LFW``, default the shared dataset folder) adds a sample when present.
+"""
+import os
+import pathlib
+
+import cv2
+import dlib
+import numpy as np
+import pytest
+
+from facerec_server.core.detect import HogDetector
+from facerec_server.core.models import default_model_path
+from facerec_server.dlibhog import FhogDetector, HogFormatError, frontal_face_model, read_svm
+from facerec_server.dlibhog.pyramid import pyramid_up, resize_rgb
+from test_objects import _scene, train_bullseye_detector
+
+
+def _default_lfw() -> pathlib.Path:
+    """``shared/datasets/lfw`` beside the repository or one of its parent folders."""
+    relative = pathlib.Path("shared", "datasets", "lfw")
+    for folder in pathlib.Path(__file__).resolve().parents:
+        if (folder / relative).is_dir():
+            return folder / relative
+    return pathlib.Path(__file__).resolve().parents[2] / relative
+
+
+LFW = pathlib.Path(os.environ.get("FACEREC_LFW") or _default_lfw())
+SCORE_TOLERANCE = 1e-4  # issue 20's contract
+
+
+@pytest.fixture(scope="module")
+def frontal():
+    return dlib.get_frontal_face_detector(), FhogDetector(frontal_face_model(), threads=2)
+
+
+def dlib_hits(detector, rgb, upsample, adjust=0.0):
+    rects, scores, indices = detector.run(rgb, upsample, adjust)
+    return [((r.left(), r.top(), r.right(), r.bottom()), s, int(i))
+            for r, s, i in zip(rects, scores, indices)]
+
+
+def assert_same(want, got):
+    """Same rectangles and weight vectors in the same order; scores within tolerance."""
+    assert [(rect, index) for rect, _, index in got] == \
+        [(rect, index) for rect, _, index in want]
+    for (_, a, _), (_, b, _) in zip(want, got):
+        assert abs(a - b) <= SCORE_TOLERANCE, (a, b)
+
+
+def rgb_of(bgr):
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+@pytest.mark.parametrize("upsample", [0, 1])
+def test_registry_faces_equal_dlib(frontal, astronaut, messi, upsample):
+    reference, ours = frontal
+    found = 0
+    for bgr in (astronaut, messi, astronaut[:, ::-1], cv2.resize(messi, None, fx=1.5, fy=1.5)):
+        rgb = rgb_of(bgr)
+        for adjust in (0.0, -0.8):
+            want = dlib_hits(reference, rgb, upsample, adjust)
+            assert_same(want, ours.detect(rgb, upsample, adjust))
+            found += len(want)
+    assert found >= 5  # the comparison covered real detections
+
+
+def test_face_detector_interface_matches_dlib_backend(astronaut, messi):
+    dlib_backend, ours = HogDetector(0, backend="dlib"), HogDetector(0, backend="dlibhog")
+    for bgr in (astronaut, messi):
+        for upsample in (0, 1):
+            want = dlib_backend.with_settings(upsample, 1.0).detect(bgr)
+            got = ours.with_settings(upsample, 1.0).detect(bgr)
+            assert [d.box for d in got] == [d.box for d in want]
+            assert all(abs(a.score - b.score) <= SCORE_TOLERANCE for a, b in zip(got, want))
+    assert ours.detect(messi) == []  # messi's face needs upsample 1
+    assert len(ours.with_settings(1, 1.0).detect(messi)) == 1
+
+
+def test_trained_object_detector_equals_dlib(tmp_path):
+    path = train_bullseye_detector(tmp_path / "bullseye.svm")
+    model = read_svm(path)
+    assert model.upsampling == dlib.simple_object_detector(str(path)).upsampling_amount
+    assert len(model.detectors) == 1 and model.window == (
+        dlib.fhog_object_detector(str(path)).detection_window_width,
+        dlib.fhog_object_detector(str(path)).detection_window_height)
+    reference = dlib.fhog_object_detector(str(path))
+    ours = FhogDetector(model, threads=1)
+    rng = np.random.default_rng(3)
+    found = 0
+    for _ in range(4):
+        image, _ = _scene(rng, int(rng.integers(45, 90)), side=240)
+        rgb = rgb_of(image)
+        for upsample in (0, 1):
+            for adjust in (0.0, -1.0):
+                want = dlib_hits(reference, rgb, upsample, adjust)
+                assert_same(want, ours.detect(rgb, upsample, adjust))
+                found += len(want)
+    assert found >= 8
+
+
+def test_one_and_two_threads_agree(astronaut):
+    rgb = rgb_of(astronaut)
+    one = FhogDetector(frontal_face_model(), threads=1).detect(rgb, 1, -0.5)
+    two = FhogDetector(frontal_face_model(), threads=2).detect(rgb, 1, -0.5)
+    assert one == two and len(one) > 2
+
+
+def test_resize_is_dlibs_bit_for_bit():
+    rng = np.random.default_rng(5)
+    for rows, cols in ((37, 51), (120, 161), (240, 320), (7, 9)):
+        image = rng.integers(0, 256, (rows, cols, 3), dtype=np.uint8)
+        image[: rows // 2, : cols // 3] = 200  # flat areas: truncation of x.99999 matters
+        for out in (((5 * rows) // 6, (5 * cols) // 6), (2 * rows + 1, 2 * cols + 2)):
+            assert np.array_equal(resize_rgb(image, *out), dlib.resize_image(image, *out))
+        assert np.array_equal(pyramid_up(image), resize_rgb(image, 2 * rows + 1, 2 * cols + 2))
+
+
+@pytest.fixture(scope="module")
+def saved_frontal(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hog") / "frontal.svm"
+    dlib.get_frontal_face_detector().save(str(path))
+    return path
+
+
+def test_reads_dlibs_frontal_face_detector_file(saved_frontal):
+    model = read_svm(saved_frontal)
+    assert saved_frontal.stat().st_size == 155005  # issue 20: 5 detectors, 80x80 window
+    assert (len(model.detectors), model.window, model.cell_size) == (5, (80, 80), 8)
+    assert model.upsampling is None and model.source == str(saved_frontal)
+
+
+def test_corrupt_or_foreign_files_are_refused(tmp_path, saved_frontal):
+    data = saved_frontal.read_bytes()
+    rng = np.random.default_rng(11)
+    cases = {
+        "truncated.svm": data[:len(data) // 2],
+        "cut-in-header.svm": data[:30],
+        "random.svm": rng.integers(0, 256, 5000, dtype=np.uint8).tobytes(),
+        "empty.svm": b"",
+        "trailing.svm": data + b"\x01\x07\x00",
+        "shape_predictor.dat": pathlib.Path(default_model_path("shape_predictor")).read_bytes(),
+    }
+    for name, content in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(HogFormatError) as caught:
+            read_svm(path)
+        message = str(caught.value)
+        assert str(path) in message and "not a dlib fhog object detector" in message, message
+        assert "\n" not in message and len(message) < 400, message
+    with pytest.raises(FileNotFoundError):
+        read_svm(tmp_path / "missing.svm")
+
+
+@pytest.mark.skipif(not (LFW / "images").is_dir(),
+                    reason=f"LFW not found at {LFW} (set FACEREC_LFW); bench/bench_hog.py runs "
+                           "all 13,233 images")
+def test_lfw_sample_equals_dlib(frontal):
+    reference, ours = frontal
+    paths = sorted((LFW / "images").glob("*/*.jpg"))[::400]
+    assert len(paths) >= 30
+    for path in paths:
+        rgb = rgb_of(cv2.imread(str(path)))
+        for upsample in (0, 1):
+            assert_same(dlib_hits(reference, rgb, upsample), ours.detect(rgb, upsample))
