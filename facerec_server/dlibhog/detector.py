@@ -40,7 +40,7 @@ import numpy as np
 
 from ..dlibnet.mmod import _overlaps
 from .fhog import BIN_TABLE, NUM_FEATURES, hog_size
-from .kernels import fhog_level, multiply_spectra
+from .kernels import fhog_level
 from .model import FhogModel, filter_bank
 from .pyramid import _round, level_count, level_sizes, pyramid_up, resize_plan
 
@@ -202,17 +202,28 @@ class FhogDetector:
                                        *layout.origins[i]), order)
         return canvas
 
-    def _block_spectra(self, rows: int, cols: int) -> np.ndarray:
-        """(D, 31, rows, cols) float32: CCS DFTs of the filters placed at the origin."""
+    def _block_spectra(self, rows: int, cols: int):
+        """The filters' DFTs (placed at the origin of a rows x cols block), conjugated, in
+        the parts of OpenCV's packed CCS layout: (frequency, D, 31) complex64 for the
+        complex columns 1 .. cols-2, and for the two packed real columns (D, 31, 2) real
+        end rows and (D, 31, rows/2 - 1) complex rows."""
         def make():
             fr, fc = self.filter_size
-            out = np.empty(self.filters.shape[:2] + (rows, cols), np.float32)
+            n_det, n_planes = self.filters.shape[:2]
+            middle = np.empty((rows, (cols - 2) // 2, n_det, n_planes), np.complex64)
+            ends = np.empty((2, n_det, n_planes, 2), np.float64)
+            packed = np.empty((2, n_det, n_planes, rows // 2 - 1), np.complex128)
             padded = np.zeros((rows, cols), np.float64)
-            for d in range(out.shape[0]):
-                for p in range(out.shape[1]):
+            for d in range(n_det):
+                for p in range(n_planes):
                     padded[:fr, :fc] = self.filters[d, p]
-                    out[d, p] = cv2.dft(padded)
-            return out
+                    ccs = cv2.dft(padded)
+                    middle[:, :, d, p] = np.conj(ccs[:, 1:cols - 1].view(np.complex128))
+                    for side, c in enumerate((0, cols - 1)):
+                        ends[side, d, p] = ccs[0, c], ccs[rows - 1, c]
+                        packed[side, d, p] = np.conj(np.ascontiguousarray(
+                            ccs[1:rows - 1, c]).view(np.complex128))
+            return middle.reshape(-1, n_det, n_planes), ends, packed
         return self._spectra.get((rows, cols), make)
 
     def responses(self, layout: _Layout, canvas: np.ndarray) -> np.ndarray:
@@ -220,8 +231,9 @@ class FhogDetector:
         canvas[p, r + a, c + b] * filter[d, p, a, b]`` (window top-left at (r, c))."""
         fr, fc = self.filter_size
         br, bc = layout.block
-        spectra = self._block_spectra(br, bc)
-        out = np.zeros((len(self.banks),) + layout.shape, np.float64)
+        middle, ends, packed = self._block_spectra(br, bc)
+        n_det = len(self.banks)
+        out = np.zeros((n_det,) + layout.shape, np.float64)
         for r0, c0 in layout.blocks:
             block = canvas[:, r0:r0 + br, c0:c0 + bc]
             freq = np.empty((NUM_FEATURES, br, bc), np.float64)
@@ -231,16 +243,36 @@ class FhogDetector:
                     cv2.dft(block[p], dst=freq[p])
 
             self._map(forward, _split(NUM_FEATURES, self.threads))
+            # complex columns: per frequency, (D, 31) @ (31,) (one batched product)
+            x = np.ascontiguousarray(
+                freq[:, :, 1:bc - 1].view(np.complex128).reshape(NUM_FEATURES, -1).T,
+                dtype=np.complex64)
+            product = np.empty((n_det, br, bc), np.float64)
+            mid = product[:, :, 1:bc - 1].view(np.complex128)  # (D, rows, cols/2 - 1)
+            per_row = mid.shape[2]
+
+            def multiply(lo_hi):  # spectrum rows [lo, hi)
+                lo, hi = lo_hi
+                f0, f1 = lo * per_row, hi * per_row
+                part = np.matmul(middle[f0:f1], x[f0:f1, :, None])[:, :, 0]
+                mid[:, lo:hi] = part.T.reshape(n_det, hi - lo, per_row)
+
+            self._map(multiply, _split(br, self.threads))
+            for side, c in enumerate((0, bc - 1)):  # the packed real columns
+                column = freq[:, :, c]
+                product[:, 0, c] = ends[side, :, :, 0] @ column[:, 0]
+                product[:, br - 1, c] = ends[side, :, :, 1] @ column[:, br - 1]
+                z = np.ascontiguousarray(column[:, 1:br - 1]).view(np.complex128)
+                product[:, 1:br - 1, c] = np.einsum("dpk,pk->dk", packed[side], z).view(
+                    np.float64)
             rows, cols = br - fr + 1, bc - fc + 1
 
-            def weight_vector(d):
-                product = np.empty((br, bc), np.float64)
-                multiply_spectra(freq, spectra[d], product)
-                back = cv2.dft(product, flags=cv2.DFT_INVERSE | cv2.DFT_REAL_OUTPUT
-                               | cv2.DFT_SCALE)
-                out[d, r0:r0 + rows, c0:c0 + cols] = back[:rows, :cols]
+            def back(d):
+                spatial = cv2.dft(product[d], flags=cv2.DFT_INVERSE | cv2.DFT_REAL_OUTPUT
+                                  | cv2.DFT_SCALE)
+                out[d, r0:r0 + rows, c0:c0 + cols] = spatial[:rows, :cols]
 
-            self._map(weight_vector, range(len(self.banks)))
+            self._map(back, range(n_det))
         return out
 
     def _rect(self, level: int, r: int, c: int) -> IRect:

@@ -81,47 +81,72 @@ def fhog_level(img, cell, bins, out, fy, fx):  # pragma: no cover - compiled
     while simd_end < visible_nc - 7:
         simd_end += 8
     fcell = F32(cell)
+    width = visible_nc - 1  # pixels x = 1 .. visible_nc - 1
+    # per column: anchor cell column and horizontal weights, as each of dlib's paths has them
+    col = np.empty(width, np.int64)
+    wx0 = np.empty(width, np.float32)
+    wx1 = np.empty(width, np.float32)
+    for i in range(width):
+        x = i + 1
+        if x < simd_end:
+            xp = (F32(x) + F32(0.5)) / fcell + F32(0.5)
+            col[i] = int(xp)
+            wx0[i] = xp - F32(int(xp))
+        else:
+            xp = F32((float(x) + 0.5) / float(cell) - 0.5)
+            col[i] = int(np.floor(xp)) + 1
+            wx0[i] = F32(xp - F32(int(np.floor(xp))))
+        wx1[i] = F32(1.0) - wx0[i]
+    grad = np.empty((6, width), np.int32)
+    length = np.empty((3, width), np.int32)
+    best = np.empty(width, np.int64)
+    v = np.empty(width, np.float32)
     for y in range(1, visible_nr):
         yp = F32((F32(y) + 0.5) / float(fcell) - 0.5)
         iyp = int(np.floor(yp))
         vy0 = F32(yp - F32(iyp))
         vy1 = F32(F32(1.0) - vy0)
-        for x in range(1, visible_nc):
-            simd = x < simd_end
-            best_x = 0
-            best_y = 0
-            best_len = -1
-            for k in range(3):
-                gx = np.int32(img[y, x + 1, k]) - np.int32(img[y, x - 1, k])
-                gy = np.int32(img[y + 1, x, k]) - np.int32(img[y - 1, x, k])
-                length = gx * gx + gy * gy
-                # SIMD blocks: select(a > b, a, b) keeps the later channel on ties
-                if length > best_len or (simd and length == best_len):
-                    best_len = length
-                    best_x = gx
-                    best_y = gy
-            v = np.sqrt(F32(best_len))
-            o = bins[(best_x + 255) * 511 + (best_y + 255)]
-            if simd:
-                xp = (F32(x) + F32(0.5)) / fcell + F32(0.5)
-                ixp = int(xp)
-                vx0 = xp - F32(ixp)
-                vx1 = F32(1.0) - vx0
-                vx1 = vx1 * v
-                vx0 = vx0 * v
-                hist[iyp + 1, ixp, o] += vy1 * vx1
-                hist[iyp + 2, ixp, o] += vy0 * vx1
-                hist[iyp + 1, ixp + 1, o] += vy1 * vx0
-                hist[iyp + 2, ixp + 1, o] += vy0 * vx0
-            else:
-                xp = F32((float(x) + 0.5) / float(cell) - 0.5)
-                ixp = int(np.floor(xp))
-                vx0 = F32(xp - F32(ixp))
-                vx1 = F32(1.0 - vx0)
-                hist[iyp + 1, ixp + 1, o] += vy1 * vx1 * v
-                hist[iyp + 2, ixp + 1, o] += vy0 * vx1 * v
-                hist[iyp + 1, ixp + 2, o] += vy1 * vx0 * v
-                hist[iyp + 2, ixp + 2, o] += vy0 * vx0 * v
+        up = img[y - 1]
+        row = img[y]
+        down = img[y + 1]
+        for k in range(3):
+            gxk = grad[2 * k]
+            gyk = grad[2 * k + 1]
+            lk = length[k]
+            for i in range(width):
+                gx = np.int32(row[i + 2, k]) - np.int32(row[i, k])
+                gy = np.int32(down[i + 1, k]) - np.int32(up[i + 1, k])
+                gxk[i] = gx
+                gyk[i] = gy
+                lk[i] = gx * gx + gy * gy
+        split = min(simd_end - 1, width)
+        for i in range(width):
+            lr, lg, lb = length[0, i], length[1, i], length[2, i]
+            if i < split:  # SIMD: select(a > b, a, b) keeps the later channel on ties
+                k = 0 if lr > lg else 1
+                lt = lr if lr > lg else lg
+                k = k if lt > lb else 2
+            else:  # one by one: a later channel must be strictly longer
+                k = 1 if lg > lr else 0
+                lt = lg if lg > lr else lr
+                k = 2 if lb > lt else k
+            best[i] = (grad[2 * k, i] + 255) * 511 + (grad[2 * k + 1, i] + 255)
+            v[i] = np.sqrt(F32(length[k, i]))
+        for i in range(width):
+            o = bins[best[i]]
+            c = col[i]
+            if i < split:  # vy * (vx * v)
+                a = wx1[i] * v[i]
+                b = wx0[i] * v[i]
+                hist[iyp + 1, c, o] += vy1 * a
+                hist[iyp + 2, c, o] += vy0 * a
+                hist[iyp + 1, c + 1, o] += vy1 * b
+                hist[iyp + 2, c + 1, o] += vy0 * b
+            else:  # (vy * vx) * v
+                hist[iyp + 1, c, o] += vy1 * wx1[i] * v[i]
+                hist[iyp + 2, c, o] += vy0 * wx1[i] * v[i]
+                hist[iyp + 1, c + 1, o] += vy1 * wx0[i] * v[i]
+                hist[iyp + 2, c + 1, o] += vy0 * wx0[i] * v[i]
     for r in range(cells_nr):
         for c in range(cells_nc):
             s = F32(0.0)
@@ -166,33 +191,3 @@ def fhog_level(img, cell, bins, out, fy, fx):  # pragma: no cover - compiled
                 out[18 + o, fy + y, fx + x] = (s0 + s1) + (s2 + s3)
             for lane in range(4):
                 out[27 + lane, fy + y, fx + x] = t4[lane] * F32(2 * 0.2357)
-
-
-@njit(nogil=True, cache=True)
-def multiply_spectra(x, k, out):  # pragma: no cover - compiled
-    """out = sum_p x[p] * conj(k[p]) for 2-D real DFTs in OpenCV's packed CCS layout
-    (even sizes; ``cv2.mulSpectrums(a, b, 0, conjB=True)`` summed over p): columns
-    1 .. cols-2 hold complex pairs, columns 0 and cols-1 hold the packed spectra of the
-    two real columns (real first and last rows, complex pairs between)."""
-    planes, rows, cols = x.shape
-    out[:] = 0.0
-    for p in range(planes):
-        xp = x[p]
-        kp = k[p]
-        for col in (0, cols - 1):
-            out[0, col] += xp[0, col] * kp[0, col]
-            out[rows - 1, col] += xp[rows - 1, col] * kp[rows - 1, col]
-            for i in range(1, rows - 1, 2):
-                ar, ai = xp[i, col], xp[i + 1, col]
-                br, bi = kp[i, col], kp[i + 1, col]
-                out[i, col] += ar * br + ai * bi
-                out[i + 1, col] += ai * br - ar * bi
-        for i in range(rows):
-            xr = xp[i]
-            kr = kp[i]
-            o = out[i]
-            for j in range(1, cols - 1, 2):
-                ar, ai = xr[j], xr[j + 1]
-                br, bi = kr[j], kr[j + 1]
-                o[j] += ar * br + ai * bi
-                o[j + 1] += ai * br - ar * bi
