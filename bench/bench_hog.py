@@ -15,7 +15,8 @@ synthetic scenes (upsample 0 and 1, also with a lowered threshold): images whose
 Prints tables and writes JSON (default bench/results/hog.json) with the command, the date,
 the machine and its load average. The machine is shared: compare ratios, not absolute times.
 
-    python bench/bench_hog.py [--reps 9] [--lfw-step 1] [--skip-equality] [--skip-speed]
+    python bench/bench_hog.py [--reps 9] [--lfw-step 1] [--workers 2] [--skip-equality]
+                              [--skip-speed]
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import cv2
 import numpy as np
@@ -131,22 +133,23 @@ def equality(args, dlib, results):
     out["registry_faces"] = {f"upsample_{k}": v for k, v in registry.items()}
     lfw_dir = pathlib.Path(args.lfw) / "images"
     if lfw_dir.is_dir():
-        paths = sorted(lfw_dir.glob("*/*.jpg"))[::args.lfw_step]
-        lfw = {0: new_stats(), 1: new_stats()}
+        paths = [str(p) for p in sorted(lfw_dir.glob("*/*.jpg"))[::args.lfw_step]]
+        chunks = [paths[i::args.workers] for i in range(args.workers)]
         started = time.monotonic()
-        for i, path in enumerate(paths):
-            image = rgb(path)
+        with ProcessPoolExecutor(args.workers) as pool:
+            parts = list(pool.map(lfw_chunk, chunks))
+        lfw = {0: new_stats(), 1: new_stats()}
+        for part in parts:
             for upsample in (0, 1):
-                t_dlib, want = timed(dlib_hits, reference, image, upsample)
-                t_ours, got = timed(ours.detect, image, upsample)
-                lfw[upsample]["dlib_s"] += t_dlib
-                lfw[upsample]["ours_s"] += t_ours
-                if not compare(want, got, lfw[upsample]):
-                    print(f"MISMATCH {path.name} upsample {upsample}: {want} vs {got}")
-            if (i + 1) % 1000 == 0:
-                print(f"  LFW {i + 1}/{len(paths)} images, {time.monotonic() - started:.0f} s")
+                mine, theirs = lfw[upsample], part[upsample]
+                for key in ("images", "identical", "detections", "dlib_s", "ours_s"):
+                    mine[key] += theirs[key]
+                mine["max_score_diff"] = max(mine["max_score_diff"], theirs["max_score_diff"])
+                mine["mismatches"] = (mine["mismatches"] + theirs["mismatches"])[:20]
         out["lfw"] = {f"upsample_{k}": v for k, v in lfw.items()}
         out["lfw"]["images_total"] = len(paths)
+        out["lfw"]["workers"] = args.workers
+        out["lfw"]["seconds"] = time.monotonic() - started
     else:
         out["lfw"] = f"skipped: {lfw_dir} not found"
     out["trained_object_model"] = trained_model(dlib)
@@ -161,6 +164,26 @@ def equality(args, dlib, results):
             if isinstance(s, dict):
                 print(f"{group + ' ' + key:28s} {s['images']:7d} {s['identical']:9d} "
                       f"{s['detections']:10d} {s['max_score_diff']:16.2e}")
+
+
+def lfw_chunk(paths):
+    """Equality on some LFW images (one worker process): stats per upsample."""
+    import dlib
+    reference = dlib.get_frontal_face_detector()
+    ours = FhogDetector(frontal_face_model(), threads=1)
+    stats = {0: new_stats(), 1: new_stats()}
+    for i, path in enumerate(paths):
+        image = rgb(path)
+        for upsample in (0, 1):
+            t_dlib, want = timed(dlib_hits, reference, image, upsample)
+            t_ours, got = timed(ours.detect, image, upsample)
+            stats[upsample]["dlib_s"] += t_dlib
+            stats[upsample]["ours_s"] += t_ours
+            if not compare(want, got, stats[upsample]):
+                print(f"MISMATCH {path} upsample {upsample}: {want} vs {got}", flush=True)
+        if (i + 1) % 1000 == 0:
+            print(f"  a worker has compared {i + 1}/{len(paths)} LFW images", flush=True)
+    return stats
 
 
 def trained_model(dlib):
@@ -189,6 +212,8 @@ def main():
     parser.add_argument("--reps", type=int, default=9, help="timed runs per frame and side")
     parser.add_argument("--lfw", default=str(LFW))
     parser.add_argument("--lfw-step", type=int, default=1, help="every n-th LFW image")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="processes for the LFW equality (each runs both detectors)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-equality", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "hog.json"))
