@@ -96,5 +96,11 @@ log "colcon build (facerec, facerec_msgs)"
     --cmake-args -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=OFF -Wno-dev \
     >"$ROOT/build-colcon.log" 2>&1 || { cat "$ROOT/build-colcon.log" >&2; log "colcon build FAILED"; exit 1; }
 tail -n 3 "$ROOT/build-colcon.log" >&2
+# --- 6. Compile the HOG detector's kernels (numba) into ~/.cache/facerec/numba -------------
+# for the source tree and the installed copy (nodes import the latter), so that no node or
+# test waits for the compiler on its first frame
+log "compiling facerec_server.dlibhog's kernels (cached)"
+(cd "$ROOT" && "$PY" -m facerec_server.dlibhog) >&2 || log "NOTE: compiling the kernels failed"
+(cd / && "$PY" -m facerec_server.dlibhog) >&2 || log "NOTE: compiling the installed kernels failed"
 touch "$ROOT/install/.facerec-setup-done"
 log "done: 'source scripts/env.sh' gives a shell with rclpy, facerec_msgs and the entry points"
