@@ -38,6 +38,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from facerec_server.dlibhog import FhogDetector, frontal_face_model, read_svm  # noqa: E402
+from facerec_server.tools.make_test_detector import (  # noqa: E402
+    bullseye_scene, train_bullseye_detector)
 from facerec_server.tools.registry_faces import astronaut_path, messi_path  # noqa: E402
 
 LFW = pathlib.Path("/work/shared/datasets/lfw")
@@ -188,8 +190,6 @@ def lfw_chunk(paths):
 
 def trained_model(dlib):
     """Train a bullseye detector like test/test_objects.py and compare on new scenes."""
-    sys.path.insert(0, str(ROOT / "test"))
-    from test_objects import _scene, train_bullseye_detector
     with tempfile.TemporaryDirectory() as folder:
         path = train_bullseye_detector(pathlib.Path(folder) / "bullseye.svm")
         reference = dlib.fhog_object_detector(str(path))
@@ -200,7 +200,7 @@ def trained_model(dlib):
         for adjust in (0.0, -1.0):
             s = stats[f"upsample_{upsample}_adjust_{adjust:g}"] = new_stats()
             for _ in range(50):
-                scene, _ = _scene(rng, int(rng.integers(40, 100)), side=320)
+                scene, _ = bullseye_scene(rng, int(rng.integers(40, 100)), side=320)
                 image = np.ascontiguousarray(cv2.cvtColor(scene, cv2.COLOR_BGR2RGB))
                 compare(dlib_hits(reference, image, upsample, adjust),
                         ours.detect(image, upsample, adjust), s)

@@ -17,7 +17,7 @@ from facerec_server.core.detect import HogDetector
 from facerec_server.core.models import default_model_path
 from facerec_server.dlibhog import FhogDetector, HogFormatError, frontal_face_model, read_svm
 from facerec_server.dlibhog.pyramid import pyramid_up, resize_rgb
-from test_objects import _scene, train_bullseye_detector
+from facerec_server.tools.make_test_detector import bullseye_scene, train_bullseye_detector
 
 
 def _default_lfw() -> pathlib.Path:
@@ -93,7 +93,7 @@ def test_trained_object_detector_equals_dlib(tmp_path):
     rng = np.random.default_rng(3)
     found = 0
     for _ in range(4):
-        image, _ = _scene(rng, int(rng.integers(45, 90)), side=240)
+        image, _ = bullseye_scene(rng, int(rng.integers(45, 90)), side=240)
         rgb = rgb_of(image)
         for upsample in (0, 1):
             for adjust in (0.0, -1.0):

