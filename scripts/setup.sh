@@ -101,6 +101,8 @@ tail -n 3 "$ROOT/build-colcon.log" >&2
 # test waits for the compiler on its first frame
 log "compiling facerec_server.dlibhog's kernels (cached)"
 (cd "$ROOT" && "$PY" -m facerec_server.dlibhog) >&2 || log "NOTE: compiling the kernels failed"
-(cd / && "$PY" -m facerec_server.dlibhog) >&2 || log "NOTE: compiling the installed kernels failed"
+INSTALLED_SITE="$(echo "$ROOT"/install/facerec/lib/python3*/site-packages)"
+(cd / && PYTHONPATH="$INSTALLED_SITE${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m facerec_server.dlibhog) >&2 \
+    || log "NOTE: compiling the installed kernels failed"
 touch "$ROOT/install/.facerec-setup-done"
 log "done: 'source scripts/env.sh' gives a shell with rclpy, facerec_msgs and the entry points"
