@@ -13,9 +13,9 @@ What ``fhog_object_detector.run(img, upsample_num_times, adjust_threshold)`` doe
    components or the float32 filters, :func:`.model.filter_bank`), here by FFT: every
    level's features are placed in one canvas (levels half a filter apart), transformed
    with OpenCV's DFT (blocks of at most ``MAX_FFT`` cells), multiplied with the filters'
-   spectra and summed per frequency (:func:`.kernels.multiply_spectra`), transformed
-   back: the same sums as dlib's spatial filters, rounded differently (responses differ
-   by about 1e-6);
+   spectra and summed per frequency (one batched complex matrix product), transformed
+   back: the same sums as dlib's spatial filters, rounded differently (scores differ by
+   about 1e-6);
 5. every position whose response is ``>= b + adjust_threshold`` is a detection scoring
    ``response - b``; its rectangle is the window mapped to image space
    (``fhog_to_image``, ``pyramid_down<6>::rect_up``, rounded);
@@ -134,7 +134,7 @@ class _Layout:
 
 
 class FhogDetector:
-    """A dlib fhog object detector run by compiled numpy kernels.
+    """A dlib fhog object detector run by numba kernels and OpenCV's DFT.
 
     ``detect(rgb, upsample, adjust_threshold) -> [((left, top, right, bottom), score,
     weight_index)]``: the rectangles (dlib's inclusive corners, may extend past the image),
