@@ -173,7 +173,7 @@ def test_integers_are_taken_for_doubles_at_start_and_at_run_time(ros_context):
     ({"max_frame_age": "soon"}, "max_frame_age must be a number, got 'soon'"),
     ({"max_frame_age": -1}, "max_frame_age must be >= 0.0, got -1.0"),
     ({"face.upsample": 1.5}, "face.upsample must be an integer, got 1.5"),
-    ({"face.detector": "yolo"}, "face.detector must be one of hog, cnn, cnn_opencv"),
+    ({"face.detector": "yolo"}, "face.detector must be one of hog, hog_dlib, cnn, cnn_opencv"),
 ])
 def test_a_wrong_start_value_is_one_line_naming_it(ros_context, overrides, message):
     from facerec_server import params
