@@ -121,3 +121,19 @@ def tls(tmp_path_factory):
 
     return {"ca": ca, "paths": paths, "client_context": client_context,
             "client_ca": client_ca, "rogue_ca": rogue_ca}
+
+
+# --- PostgreSQL: one real server for the session (see pgutil.py) -------------------------
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server in a temporary folder (skips with the reason when impossible)."""
+    from pgutil import server_or_skip
+    server = server_or_skip()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def pg_url(postgres_server):
+    """URL of a new, empty database on the session's PostgreSQL server."""
+    return postgres_server.new_database()

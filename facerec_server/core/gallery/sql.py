@@ -97,3 +97,16 @@ EXPORT_SAMPLES = ("SELECT id, descriptor, created_at, source, score FROM samples
                   "WHERE person_id = ? ORDER BY id")
 CHIPS = ("SELECT s.chip FROM samples s JOIN people p ON p.id = s.person_id "
          "WHERE p.name = ? AND s.chip IS NOT NULL ORDER BY s.id")
+
+# --- PostgreSQL only: set-up and change notification ---------------------------------------------
+PG_SEARCH_PATH = f"SET search_path TO {POSTGRES_NAMESPACE}"
+#: Serialises concurrent creators of a gallery (any constant key; held to the end of the
+#: transaction that checks or creates the schema).
+PG_CREATION_LOCK = "SELECT pg_advisory_xact_lock(4652474)"
+PG_NAMESPACE_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = ?"
+PG_META_EXISTS = f"SELECT to_regclass('{POSTGRES_NAMESPACE}.meta') IS NOT NULL"
+PG_CHANNEL = "facerec_gallery"
+PG_LISTEN = f"LISTEN {PG_CHANNEL}"
+#: Inside each write transaction: delivered to every listener when (and only if) it commits,
+#: with the new change token as payload.
+PG_NOTIFY = f"SELECT pg_notify('{PG_CHANNEL}', ({GENERATION}))"

@@ -28,7 +28,8 @@ class GalleryMatcherSync:
         self.matcher = matcher
         self._lock = threading.RLock()
         self.reloads = 0  # how many times the matcher was loaded
-        self._watch = gallery.watch(self._reload, min_interval=min_interval, clock=clock)
+        with self._lock:  # a pushing watch's first call waits until _watch is set
+            self._watch = gallery.watch(self._reload, min_interval=min_interval, clock=clock)
 
     @property
     def pushed(self) -> bool:
