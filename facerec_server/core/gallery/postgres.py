@@ -335,3 +335,4 @@ class NotifyWatch(ChangeWatch):
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=CONNECT_TIMEOUT + 2)
+        self._connected = False
