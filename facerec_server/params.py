@@ -136,7 +136,9 @@ SPECS: Tuple[ParamSpec, ...] = (
               check=_model_file),
     # Gallery
     ParamSpec("gallery.path", DEFAULT_GALLERY, "string",
-              "SQLite gallery of known people (created on first use)", read_only=True),
+              "gallery of known people: an SQLite file (created on first use), or a "
+              "postgresql://[user@]host[:port]/database URL to share one gallery between "
+              "servers on several machines", read_only=True),
     ParamSpec("gallery.reference_file", "", "string",
               "JSON reference file of tagged photos imported at start-up (original format)",
               read_only=True),

@@ -42,7 +42,7 @@ def _both(context):
             common, source="source", params_file="camera_params_file",
             enclave="camera_enclave")),
         _include(share, "server.launch.py", dict(
-            common, params_file="server_params_file", use_bridge="use_bridge",
+            common, params_file="server_params_file", gallery="gallery", use_bridge="use_bridge",
             bridge_params_file="bridge_params_file", rviz="rviz",
             enclave="server_enclave", bridge_enclave="bridge_enclave")),
     ]
@@ -67,6 +67,10 @@ def generate_launch_description():
             "server_params_file",
             default_value=PathJoinSubstitution([share, "config", "server.yaml"]),
             description="parameter file of facerec_server"),
+        DeclareLaunchArgument(
+            "gallery", default_value="",
+            description="gallery.path of the server: an SQLite file or a postgresql:// URL; "
+                        "empty = the server parameter file's"),
         DeclareLaunchArgument(
             "use_bridge", default_value="false", choices=BOOLEAN,
             description="also start facerec_bridge (wss:// bridge for devices without ROS)"),
