@@ -60,8 +60,9 @@ def _run_as() -> (List[str], Optional[pwd.struct_passwd]):
 class PostgresServer:
     """One PostgreSQL cluster in a temporary folder; :meth:`start`, :meth:`stop`, :meth:`url`."""
 
-    def __init__(self, bin_dir: str):
+    def __init__(self, bin_dir: str, settings: Optional[dict] = None):
         self.bin_dir = bin_dir
+        self.settings = dict(settings or {})  # extra postgres -c settings
         self.prefix, user = _run_as()
         self.root = tempfile.mkdtemp(prefix="facerec-pg-")
         self.data = os.path.join(self.root, "data")
@@ -84,6 +85,8 @@ class PostgresServer:
 
     def start(self) -> None:
         options = f"-k {self.data} -c listen_addresses='' -p {PORT} -c fsync=on"
+        for key, value in self.settings.items():
+            options += f" -c {key}='{value}'"
         self._run("pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "-o", options,
                   "start")
 
@@ -107,13 +110,17 @@ class PostgresServer:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url(name)
 
+    def log_text(self) -> str:
+        with open(self.log, errors="replace") as handle:
+            return handle.read()
+
     def cleanup(self) -> None:
         if os.path.isdir(self.data) and self.running:
             self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop", check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def server_or_skip() -> PostgresServer:
+def server_or_skip(settings: Optional[dict] = None) -> PostgresServer:
     """A started server, or pytest.skip naming what is missing."""
     bin_dir = find_bin_dir()
     if bin_dir is None:
@@ -125,7 +132,7 @@ def server_or_skip() -> PostgresServer:
     except ImportError:
         pytest.skip("psycopg is not installed (requirements/python.txt; run make setup)")
     try:
-        server = PostgresServer(bin_dir)
+        server = PostgresServer(bin_dir, settings)
     except (RuntimeError, OSError) as error:
         pytest.skip(f"cannot run a PostgreSQL server here: {error}")
     try:
