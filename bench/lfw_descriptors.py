@@ -27,10 +27,13 @@ sys.path.insert(0, str(REPO))
 
 
 def default_lfw() -> pathlib.Path:
-    """``$FACEREC_LFW``, else the shared datasets folder beside the project's checkout."""
+    """``$FACEREC_LFW``, else the shared datasets folder beside the checkout (``../shared``),
+    or beside its parent (a worktree one level down)."""
     if os.environ.get("FACEREC_LFW"):
         return pathlib.Path(os.environ["FACEREC_LFW"])
-    return REPO.parent.parent / "shared" / "datasets" / "lfw"
+    candidates = [base / "shared" / "datasets" / "lfw"
+                  for base in (REPO.parent, REPO.parent.parent)]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
 def all_images(images_dir: pathlib.Path) -> List[Tuple[str, int]]:
