@@ -240,3 +240,33 @@ def test_servers_never_query_the_database_per_frame(fleet, astronaut, pg):
                   if "statement:" in line and not line.startswith(f"{mine} ")]
     assert statements == [], f"{len(statements)} statements during {frames} frames"
     assert log.count("LISTEN facerec_gallery") >= 2  # both servers listen
+
+
+def test_ros2_launch_starts_a_server_for_a_group_of_cameras(fleet, astronaut, tmp_path):
+    """``ros2 launch facerec server.launch.py namespace:=ws3 cameras:=... gallery:=URL``."""
+    import importlib.util
+    import shutil
+    ros2 = shutil.which("ros2")
+    if ros2 is None or importlib.util.find_spec("launch_ros") is None:
+        pytest.skip("ros2 launch is not installed (launch, launch_ros, ros2cli: make setup "
+                    "installs them from ../shared/ros-tools-src, or source a ROS 2 install)")
+    from launchutil import get_parameters
+    from rosutil import Proc
+    if "eileen" not in fleet.names("a", astronaut):  # when run on its own
+        assert fleet.enroll("a", "eileen", [astronaut]).success
+    launch = Proc([ros2, "launch", "facerec", "server.launch.py", "namespace:=ws3",
+                   "cameras:=robot3, robot4", f"gallery:={fleet.url}"], tmp_path, "launch")
+    try:
+        wait_for_service(fleet.graph, Enroll, "/ws3/facerec_server/enroll", launch, timeout=180)
+        values = get_parameters(fleet.graph, "/ws3/facerec_server",
+                                ["gallery.path", "image_topics"])
+        assert values == {"gallery.path": fleet.url,
+                          "image_topics": ["/robot3/camera/image/compressed",
+                                           "/robot4/camera/image/compressed"]}
+        _, msg = recognise(fleet.graph, jpeg(astronaut), node="/ws3/facerec_server",
+                           topic="/robot4/camera/image/compressed", timeout=90)
+        assert msg.source == "/robot4/camera/image/compressed"
+        assert "eileen" in [face.name for face in msg.faces]  # from the shared gallery
+    finally:
+        code = launch.stop(timeout=30)
+    assert code == 0, launch.output()[-3000:]
