@@ -230,3 +230,14 @@ def _try_add(gallery, name, descriptors):
         return gallery.add_samples(name, descriptors) > 0
     except GalleryUnavailable:
         return False
+
+
+def test_first_change_after_a_restart_works_on_a_fresh_connection(own_server):
+    """A connection that went stale while idle is replaced before the change, not reported."""
+    url = own_server.new_database()
+    with Gallery(url) as gallery:
+        gallery.add_samples("alice", _descriptors(1, 1))
+        own_server.stop()
+        own_server.start()  # nothing used the gallery meanwhile: its connection is stale
+        assert gallery.add_samples("bob", _descriptors(1, 2, 1.0)) == 1
+        assert gallery.people() == [("alice", 1), ("bob", 1)]

@@ -302,11 +302,7 @@ class Gallery:
     def _write(self, body):
         """Run ``body(db)`` in one write transaction that bumps the change token first."""
         with self._lock:
-            db = self._db()
-            try:
-                db.execute(self._BEGIN_WRITE)
-            except self._ERRORS as error:
-                raise self._error(error, "start a change (nothing was written)") from error
+            db = self._begin(self._BEGIN_WRITE, "start a change (nothing was written)")
             committing = False
             try:
                 db.execute(sql.BUMP_GENERATION)
@@ -323,6 +319,24 @@ class Gallery:
                 raise
             return result
 
+    def _begin(self, statement: str, action: str):
+        """The connection inside a new transaction. A connection the backend finds stale
+        (e.g. closed by a database restart while idle) is replaced once: nothing was sent
+        in a transaction on it yet."""
+        for attempt in (1, 2):
+            db = self._db()
+            try:
+                db.execute(statement)
+                return db
+            except self._ERRORS as error:
+                if attempt == 2 or not self._replace_stale(error):
+                    raise self._error(error, action) from error
+        raise AssertionError("unreachable")
+
+    def _replace_stale(self, error: Exception) -> bool:
+        """Drop the connection if ``error`` says it is stale; True to retry on a new one."""
+        return False
+
     def _rollback(self, db) -> None:
         try:
             db.execute("ROLLBACK")
@@ -332,9 +346,8 @@ class Gallery:
     def _read(self, body):
         """Run ``body(db)`` in one read transaction (a consistent snapshot)."""
         with self._lock:
-            db = self._db()
+            db = self._begin(self._BEGIN_READ, "read")
             try:
-                db.execute(self._BEGIN_READ)
                 try:
                     return body(db)
                 finally:

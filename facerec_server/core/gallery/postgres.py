@@ -205,6 +205,13 @@ class PostgresGallery(Gallery):
         """The database answered another connection: reconnect on the next call."""
         self._delay, self._retry_at = BACKOFF_MIN, 0.0
 
+    def _replace_stale(self, error: Exception) -> bool:
+        if not isinstance(error, psycopg.OperationalError):
+            return False
+        self._drop_connection()
+        self.reachable()  # try a new connection at once (it fails clearly if the server is down)
+        return True
+
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
