@@ -69,7 +69,7 @@ def _reason(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=256)  # the statements of sql.py: a few dozen
 def _pg(statement: str) -> str:
     """A shared ``?`` statement in psycopg's ``%s`` style (no statement holds ``?`` or ``%``)."""
     return statement.replace("?", "%s")
@@ -248,7 +248,7 @@ class PostgresGallery(Gallery):
         if self._closed:
             raise GalleryError(f"gallery {self.path} is closed")
         watch = NotifyWatch(self, on_change)
-        self._watches.append(watch)
+        self._watches = [w for w in self._watches if not w.closed] + [watch]
         return watch
 
     def close(self) -> None:
@@ -286,6 +286,10 @@ class NotifyWatch(ChangeWatch):
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def closed(self) -> bool:
+        return self._stop.is_set()
 
     def loaded(self, token: int) -> None:
         self._token = token
