@@ -36,7 +36,8 @@ identification accuracy of known queries and the false-accept rate of unknown qu
 show what a large gallery of distractors does at the fixed threshold.
 
     python bench/bench_match_scale.py [--sizes 1000,100000,1000000] [--queries 600]
-                                      [--methods numpy,...] [--output PATH]
+                                      [--methods numpy-f64,...] [--output PATH]
+    python bench/bench_match_scale.py --table RESULT.json [...]   # the README's table
 
 Needs the LFW images (``$FACEREC_LFW``) the first time, and ``pip install -r
 requirements/bench.txt`` (faiss-cpu, hnswlib, usearch; hnswlib has no binary wheel and is
@@ -332,6 +333,23 @@ def _decision(found, row_names) -> str:
     return row_names[row] if distance < THRESHOLD else ""
 
 
+def table(paths) -> str:
+    """A Markdown table (one row per size and method) from result files."""
+    lines = ["| samples | method | median per face | p90 | recall@1 | agreement | build |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+
+    def duration(us):
+        return f"{us / 1000:.1f} ms" if us >= 1000 else f"{us:.0f} us"
+    for path in paths:
+        for entry in json.loads(pathlib.Path(path).read_text())["sizes"]:
+            for method, m in entry["methods"].items():
+                lines.append(
+                    f"| {entry['size']:,} | {method} | {duration(m['median_us'])} | "
+                    f"{duration(m['p90_us'])} | {m.get('recall_at_1', 1.0):.3f} | "
+                    f"{m.get('decision_agreement', 1.0):.3f} | {m['build_s']:.1f} s |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,100000,1000000")
@@ -339,7 +357,12 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--output", type=pathlib.Path,
                         default=REPO / "bench" / "results" / "match_scale.json")
+    parser.add_argument("--table", nargs="+", type=pathlib.Path, metavar="JSON",
+                        help="print the Markdown table of these result files and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     methods = [m for m in args.methods.split(",") if m]
 
