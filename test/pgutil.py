@@ -60,10 +60,14 @@ def _run_as() -> (List[str], Optional[pwd.struct_passwd]):
 class PostgresServer:
     """One PostgreSQL cluster in a temporary folder; :meth:`start`, :meth:`stop`, :meth:`url`."""
 
-    def __init__(self, bin_dir: str, settings: Optional[dict] = None):
+    def __init__(self, bin_dir: str, settings: Optional[dict] = None,
+                 netns: Optional[str] = None, host: Optional[str] = None):
         self.bin_dir = bin_dir
         self.settings = dict(settings or {})  # extra postgres -c settings
         self.prefix, user = _run_as()
+        if netns:  # run the server inside that network namespace (root)
+            self.prefix = ["ip", "netns", "exec", netns] + self.prefix
+        self.host = host  # listen on this TCP address too (trusted from its /24)
         self.root = tempfile.mkdtemp(prefix="facerec-pg-")
         self.data = os.path.join(self.root, "data")
         self.log = os.path.join(self.root, "server.log")
@@ -74,6 +78,10 @@ class PostgresServer:
                 os.chown(path, user.pw_uid, user.pw_gid)
         self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
                   "--locale=C", "--no-sync")
+        if host:
+            network = host.rsplit(".", 1)[0] + ".0/24"
+            with open(os.path.join(self.data, "pg_hba.conf"), "a") as hba:
+                hba.write(f"host all all {network} trust\n")
 
     def _run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run(self.prefix + [os.path.join(self.bin_dir, tool), *args],
@@ -84,7 +92,8 @@ class PostgresServer:
         return result
 
     def start(self) -> None:
-        options = f"-k {self.data} -c listen_addresses='' -p {PORT} -c fsync=on"
+        listen = self.host or ""
+        options = f"-k {self.data} -c listen_addresses='{listen}' -p {PORT} -c fsync=on"
         for key, value in self.settings.items():
             options += f" -c {key}='{value}'"
         self._run("pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "-o", options,
@@ -98,17 +107,19 @@ class PostgresServer:
     def running(self) -> bool:
         return self._run("pg_ctl", "-D", self.data, "status", check=False).returncode == 0
 
-    def url(self, database: str = "postgres") -> str:
+    def url(self, database: str = "postgres", tcp: bool = False) -> str:
+        if tcp:
+            return f"postgresql://postgres@{self.host}:{PORT}/{database}"
         return f"postgresql://postgres@/{database}?host={self.data}&port={PORT}"
 
-    def new_database(self) -> str:
-        """Create an empty database; return its URL."""
+    def new_database(self, tcp: bool = False) -> str:
+        """Create an empty database; return its URL (over TCP to ``host`` when ``tcp``)."""
         import psycopg
         self._databases += 1
         name = f"gallery{self._databases}"
-        with psycopg.connect(self.url(), autocommit=True) as conn:
+        with psycopg.connect(self.url(tcp=tcp), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
-        return self.url(name)
+        return self.url(name, tcp)
 
     def log_text(self) -> str:
         with open(self.log, errors="replace") as handle:
@@ -120,7 +131,8 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def server_or_skip(settings: Optional[dict] = None) -> PostgresServer:
+def server_or_skip(settings: Optional[dict] = None, netns: Optional[str] = None,
+                   host: Optional[str] = None) -> PostgresServer:
     """A started server, or pytest.skip naming what is missing."""
     bin_dir = find_bin_dir()
     if bin_dir is None:
@@ -132,7 +144,7 @@ def server_or_skip(settings: Optional[dict] = None) -> PostgresServer:
     except ImportError:
         pytest.skip("psycopg is not installed (requirements/python.txt; run make setup)")
     try:
-        server = PostgresServer(bin_dir, settings)
+        server = PostgresServer(bin_dir, settings, netns, host)
     except (RuntimeError, OSError) as error:
         pytest.skip(f"cannot run a PostgreSQL server here: {error}")
     try:

@@ -241,3 +241,120 @@ def test_first_change_after_a_restart_works_on_a_fresh_connection(own_server):
         own_server.start()  # nothing used the gallery meanwhile: its connection is stale
         assert gallery.add_samples("bob", _descriptors(1, 2, 1.0)) == 1
         assert gallery.people() == [("alice", 1), ("bob", 1)]
+
+
+@pytest.fixture
+def two_hosts():
+    """PostgreSQL on one "host", a client on another: two network namespaces joined by a veth
+    pair (192.0.2.11 database, 192.0.2.12 client; nothing in the root namespace). Yields
+    (server, client namespace, the client's interface)."""
+    import shutil
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 (ip netns) to make two network hosts")
+    from pgutil import server_or_skip
+    tag = f"{os.getpid() % 100000}"
+    db_ns, client_ns = f"facerec-pg-db-{tag}", f"facerec-pg-cl-{tag}"
+    db_if, client_if = f"fpgd{tag}", f"fpgc{tag}"
+    steps = [["ip", "netns", "add", db_ns], ["ip", "netns", "add", client_ns],
+             ["ip", "link", "add", db_if, "netns", db_ns, "type", "veth",
+              "peer", "name", client_if, "netns", client_ns],
+             ["ip", "-n", db_ns, "addr", "add", "192.0.2.11/24", "dev", db_if],
+             ["ip", "-n", client_ns, "addr", "add", "192.0.2.12/24", "dev", client_if]]
+    steps += [["ip", "-n", ns, "link", "set", dev, "up"]
+              for ns, dev in ((db_ns, db_if), (db_ns, "lo"), (client_ns, client_if),
+                              (client_ns, "lo"))]
+    server = None
+    try:
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.skip(f"cannot make network namespaces here: {' '.join(step)}: "
+                            f"{done.stderr.strip()}")
+        server = server_or_skip(netns=db_ns, host="192.0.2.11")
+        yield server, client_ns, client_if
+    finally:
+        if server is not None:
+            server.cleanup()
+        for ns in (client_ns, db_ns):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+CLIENT = """
+    import sys, time
+    import numpy as np
+    from facerec_server.core.gallery import Gallery, GalleryMatcherSync, GalleryUnavailable
+    from facerec_server.core.match import Matcher
+
+    def wait(predicate, timeout):  # evaluates predicate until true (at most once after)
+        end = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def say(*words):
+        print(*words, flush=True)
+
+    def add(gallery, name, value):
+        try:
+            return gallery.add_samples(name, np.full((1, 128), value, np.float32)) > 0
+        except GalleryUnavailable as error:
+            return str(error)
+
+    gallery, writer = Gallery(sys.argv[1]), Gallery(sys.argv[1])
+    matcher = Matcher(0.6)
+    sync = GalleryMatcherSync(gallery, matcher)
+    say("connected", wait(lambda: sync.connected, 10))
+    writer.add_samples("alice", np.zeros((1, 128), np.float32))
+    say("pushed", wait(lambda: len(matcher) == 1, 1.0))
+    sys.stdin.readline()  # the link is down now
+    started = time.monotonic()
+    outcome = add(gallery, "bob", 1.0)
+    say("change", "%.1f" % (time.monotonic() - started), str(outcome).replace(" ", "_")[:200])
+    say("noticed", wait(lambda: not sync.connected, 60), "%.1f" % (time.monotonic() - started),
+        matcher.names == ("alice",))
+    sys.stdin.readline()  # the link is up again
+    say("reconnected", wait(lambda: sync.connected, 60))
+    say("changed", wait(lambda: add(gallery, "bob", 1.0) is True, 30))
+    say("pushed", wait(lambda: len(matcher) == 2, 5))
+    gallery.close()
+    writer.close()
+"""
+
+
+def test_database_on_another_host_over_tcp_survives_a_dead_link(two_hosts):
+    """Pushed changes over TCP between two hosts; a link that dies silently (no FIN, no
+    RST) is noticed: a change fails within seconds instead of hanging, the last gallery is
+    kept, and everything resumes with the link."""
+    server, client_ns, client_if = two_hosts
+    server.new_database()  # over the Unix socket; the client uses TCP
+    url = f"postgresql://postgres@192.0.2.11:5432/gallery{server._databases}"
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    child = subprocess.Popen(["ip", "netns", "exec", client_ns, sys.executable, "-c",
+                              textwrap.dedent(CLIENT), url], env=env, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert child.stdout.readline().split() == ["connected", "True"], child.stderr.read()
+        assert child.stdout.readline().split() == ["pushed", "True"]
+        subprocess.run(["ip", "-n", client_ns, "link", "set", client_if, "down"], check=True)
+        child.stdin.write("down\n")
+        child.stdin.flush()
+        word, seconds, outcome = child.stdout.readline().split()
+        assert word == "change" and "unreachable" in outcome, outcome
+        assert float(seconds) < 30, f"a change on a dead link took {seconds} s to fail"
+        word, noticed, after, kept = child.stdout.readline().split()
+        assert (word, noticed, kept) == ("noticed", "True", "True"), (noticed, after)
+        subprocess.run(["ip", "-n", client_ns, "link", "set", client_if, "up"], check=True)
+        child.stdin.write("up\n")
+        child.stdin.flush()
+        assert child.stdout.readline().split() == ["reconnected", "True"]
+        assert child.stdout.readline().split() == ["changed", "True"]
+        assert child.stdout.readline().split() == ["pushed", "True"]
+        print(f"dead link: the change failed after {seconds} s, the watch noticed after "
+              f"{after} s")
+        assert child.wait(timeout=30) == 0, child.stderr.read()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

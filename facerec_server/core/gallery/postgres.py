@@ -20,7 +20,8 @@ URL: users only ever see the URL without its password). Design points:
   says whether anything was written; reconnection is automatic, with back-off from
   ``BACKOFF_MIN`` doubling to ``BACKOFF_MAX`` seconds. The watch's thread reconnects the same
   way and reloads the reader when it is back (notifications sent meanwhile are lost).
-  TCP keepalives notice a silently dead link within about 20 s.
+  A silently dead link (no FIN, no RST) is noticed by TCP keepalives within about 20 s when
+  idle, and fails a change after ``DEAD_LINK_TIMEOUT`` seconds (``tcp_user_timeout``).
 """
 from __future__ import annotations
 
@@ -42,9 +43,14 @@ BACKOFF_MIN = 0.5
 BACKOFF_MAX = 5.0
 #: Seconds to wait for a connection (libpq ``connect_timeout``) unless the URL sets it.
 CONNECT_TIMEOUT = 5
+#: Seconds a statement's data may stay unacknowledged by the database host before the
+#: connection counts as lost (libpq ``tcp_user_timeout``): a change on a dead link fails
+#: after this instead of after the kernel's retransmission limit (about 15 minutes).
+DEAD_LINK_TIMEOUT = 10
 _CONNECTION_DEFAULTS = {"connect_timeout": str(CONNECT_TIMEOUT), "application_name": "facerec",
                         "keepalives": "1", "keepalives_idle": "10",
-                        "keepalives_interval": "3", "keepalives_count": "3"}
+                        "keepalives_interval": "3", "keepalives_count": "3",
+                        "tcp_user_timeout": str(DEAD_LINK_TIMEOUT * 1000)}
 
 log = logging.getLogger("facerec_server.gallery")
 
