@@ -47,7 +47,8 @@ class Fleet:
         proc = start_node("facerec_server.server_node", self.log_dir,
                           f"server_{key}{self.starts}", "/**/facerec_server", {
                               "gallery.path": self.url, "image_topics": [topic],
-                              "face.upsample": 1, "workers": 1},
+                              "face.upsample": 1, "workers": 1,
+                              "max_frame_age": 0.0},  # a loaded machine: never drop as stale
                           extra_ros_args=["-r", f"__ns:={namespace}"])
         self.procs[key] = proc
         # A SIGKILLed predecessor stays in the DDS graph until its lease expires, so a service
