@@ -399,11 +399,12 @@ def test_server_launch_serves_a_group_of_cameras_with_a_shared_gallery(tmp_path)
     nodes = _commands(tmp_path, "server.launch.py", 2, namespace="ws2", use_bridge="true",
                       cameras="robot3, /robot4/,robot5", gallery=url)
     server, bridge = _ros_args(nodes["facerec_server"][0]), _ros_args(nodes["facerec_bridge"][0])
-    assert server[2:4] == [("-r", "__node:=facerec_server"), ("-r", "__ns:=/ws2")]
+    assert server[1:3] == [("-r", "__node:=facerec_server"), ("-r", "__ns:=/ws2")]
 
-    def overrides(node, pairs):
-        [body] = yaml.safe_load(nodes[node][1][pairs[-1][1]]).values()
-        return body["ros__parameters"]
+    def overrides(node, pairs):  # launch_ros writes lists as !!python/tuple (rcl reads them)
+        [body] = yaml.full_load(nodes[node][1][pairs[-1][1]]).values()
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in body["ros__parameters"].items()}
     assert overrides("facerec_server", server) == {
         "image_topics": ["/robot3/camera/image/compressed", "/robot4/camera/image/compressed",
                          "/robot5/camera/image/compressed"],
