@@ -70,8 +70,11 @@ SPECS: Tuple[ParamSpec, ...] = (
               "sensor-data publishers, reliable is needed by publishers that only offer reliable",
               choices=RELIABILITY, read_only=True),
     ParamSpec("max_frame_age", 1.0, "double",
-              "frames whose header stamp is older than this many seconds are dropped (0 = off)",
-              low=0.0, high=3600.0),
+              "frames whose header stamp is older than this many seconds, or this far in the "
+              "future, are dropped (0 = off)", low=0.0, high=3600.0),
+    ParamSpec("input_timeout", 3.0, "double",
+              "an input with a matched publisher but no frame for this many seconds is reported "
+              "(WARN in /diagnostics and the log; 0 = off)", low=0.0, high=3600.0),
     ParamSpec("publish_descriptors", False, "bool",
               "fill Face.descriptor (128 floats per face) in ~/faces"),
     ParamSpec("workers", 0, "int",
