@@ -5,8 +5,11 @@ Run::
     ros2 run facerec facerec_camera --ros-args -p source:=0 -p fps:=15.0
     python -m facerec_camera.camera_node --ros-args -p source:=pattern
 
-Capture, encoding and publishing run in their own thread (:class:`CaptureLoop`), not in an
-executor callback, so the rate holds while the executor serves parameter requests. Messages
+Capture and encoding run in their own thread (:class:`CaptureLoop`), not in an executor
+callback, so the rate holds while the executor serves parameter requests; publishing runs in
+another (:class:`LatestSender`), so capture never waits for the network. With ``reliability``
+reliable (the default) the newest frame is sent once the previous one has been acknowledged
+by every subscriber: a slow or lossy link costs frames per second, not whole frames. Messages
 carry ``format`` "jpeg" (as cv_bridge's ``cv2_to_compressed_imgmsg`` writes it) and a header
 stamp taken from the node's clock at capture time.
 
@@ -26,9 +29,11 @@ import rclpy
 import rclpy.executors
 import rclpy.logging
 import rclpy.task
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
 from rclpy.duration import Duration
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -36,6 +41,7 @@ from sensor_msgs.msg import CompressedImage
 
 from .encode import FrameEncoder
 from .pipeline import CaptureLoop
+from .sender import LatestSender
 from .sources import Frame, SourceError, open_source
 
 try:  # Humble and later
@@ -48,11 +54,19 @@ NODE_NAME = "facerec_camera"
 
 EXIT_OK, EXIT_SOURCE_FAILED, EXIT_CONFIG = 0, 1, 2
 
-#: Sensor-data QoS with depth 1: only the newest frame matters; best effort, so a slow or
-#: lossy subscriber never holds the publisher back. Subscribers must be best effort too
-#: (``rclpy.qos.qos_profile_sensor_data`` works).
-IMAGE_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST,
-                       depth=1, durability=DurabilityPolicy.VOLATILE)
+RELIABILITY = ("reliable", "best_effort")
+#: Fast DDS's default shared-memory segment: bigger frames need config/fastdds.xml.
+FASTDDS_DEFAULT_SEGMENT = 512 * 1024
+
+
+def image_qos(reliability: str) -> QoSProfile:
+    """Depth 1 (only the newest frame matters; no backlog can grow). Reliable: lost fragments
+    of a frame are repaired and the sender waits for the acknowledgement before the next
+    frame; best effort: a frame with a lost fragment is lost whole."""
+    return QoSProfile(
+        reliability=(ReliabilityPolicy.RELIABLE if reliability == "reliable"
+                     else ReliabilityPolicy.BEST_EFFORT),
+        history=HistoryPolicy.KEEP_LAST, depth=1, durability=DurabilityPolicy.VOLATILE)
 
 
 class ConfigError(RuntimeError):
@@ -108,6 +122,18 @@ PARAMETERS = {
     "mjpeg_passthrough": (True, _descriptor(
         "Publish a camera's MJPEG frames without re-encoding when resize is 1.0 (jpeg_quality "
         "is then the camera's own)", ParameterType.PARAMETER_BOOL, read_only=True)),
+    "reliability": ("reliable", _descriptor(
+        "QoS reliability of the images (depth 1 either way): reliable repairs lost fragments "
+        "and sends the newest frame once the previous one is acknowledged, so a slow or "
+        "lossy link lowers the frame rate instead of losing frames (the server's "
+        "image_reliability must then be reliable too); best_effort matches sensor-data "
+        "subscribers and loses a whole frame for one lost fragment",
+        ParameterType.PARAMETER_STRING, read_only=True)),
+    "delivery_timeout": (2.0, _descriptor(
+        "Reliable only: seconds to wait for every subscriber to acknowledge a frame before "
+        "sending the newest one anyway (counted and reported as unacknowledged). An integer "
+        "is accepted.", ParameterType.PARAMETER_DOUBLE, dynamic=True,
+        float_range=(0.01, 60.0))),
     "wait_for_subscribers": (0.0, _descriptor(
         "Seconds to wait at start-up for a matched subscriber before capturing (0 = start at "
         "once). Best-effort frames published before DDS has matched a subscriber are lost; "
@@ -153,6 +179,13 @@ def check_parameter(name: str, value) -> Optional[str]:
         number = _number(value)
         if number is None or not math.isfinite(number) or not 0.0 <= number <= 3600.0:
             return f"wait_for_subscribers must be within 0..3600 s, got {value!r}"
+    elif name == "reliability":
+        if value not in RELIABILITY:
+            return f"reliability must be one of {', '.join(RELIABILITY)}, got {value!r}"
+    elif name == "delivery_timeout":
+        number = _number(value)
+        if number is None or not math.isfinite(number) or not 0.01 <= number <= 60.0:
+            return f"delivery_timeout must be within 0.01..60 s, got {value!r}"
     elif name in ("loop", "mjpeg_passthrough"):
         if not isinstance(value, bool):
             return f"{name} must be true or false, got {value!r}"
@@ -170,16 +203,23 @@ class FacerecCamera(Node):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
         self._loop: Optional[CaptureLoop] = None
+        self._sender: Optional[LatestSender] = None
         self._finished_code: Optional[int] = None
+        self._big_frame_warned = False
+        self._last_counts: dict = {}
         self.done = rclpy.task.Future()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         for name, (default, descriptor) in PARAMETERS.items():
             self.declare_parameter(name, default, descriptor)
         self._frame_id = self.get_parameter("frame_id").value
+        self._reliability = self.get_parameter("reliability").value
         self._publisher = self.create_publisher(
-            CompressedImage, self.get_parameter("topic").value, IMAGE_QOS)
+            CompressedImage, self.get_parameter("topic").value, image_qos(self._reliability),
+            event_callbacks=PublisherEventCallbacks(incompatible_qos=self._incompatible_qos))
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._wake = self.create_guard_condition(self._on_capture_finished)
         self._stats_timer = self.create_timer(30.0, self._log_stats)
+        self._diag_timer = self.create_timer(1.0, self.diagnostics_callback)
 
     # --- parameters -------------------------------------------------------------------------
     def _on_set_parameters(self, params: List[rclpy.Parameter]) -> SetParametersResult:
@@ -195,6 +235,8 @@ class FacerecCamera(Node):
                 self._loop.set_encoder(self._make_encoder(changes))
             if "frame_id" in changes:
                 self._frame_id = changes["frame_id"]
+            if "delivery_timeout" in changes and self._sender is not None:
+                self._sender.timeout = float(changes["delivery_timeout"])
         return SetParametersResult(successful=True)
 
     def _param(self, name: str, overrides: Optional[dict] = None):
@@ -224,13 +266,22 @@ class FacerecCamera(Node):
         except SourceError as exc:
             raise ConfigError(str(exc)) from exc
         encoder = self._make_encoder()
-        self._loop = CaptureLoop(source, encoder, fps, self._publish, self.get_logger(),
+        acknowledged = self._acknowledged if self._reliability == "reliable" else None
+        self._sender = LatestSender(self._publish, acknowledged,
+                                    float(p("delivery_timeout")), self.get_logger())
+        self._sender.on_unacknowledged = self._unacknowledged
+        deliver = self._sender.offer if run else self._publish
+        self._loop = CaptureLoop(source, encoder, fps, deliver, self.get_logger(),
                                  on_finished=self._capture_finished)
         self.get_logger().info(
             f"publishing {source.description} on {self._publisher.topic_name} at {fps:g} fps "
-            f"({encoder}, frame_id '{self._frame_id}')")
+            f"({encoder}, frame_id '{self._frame_id}', {self._reliability})")
         if run:
             self._loop.start()
+
+    def _acknowledged(self) -> bool:
+        """Sender thread: has every reliable subscriber acknowledged what was published?"""
+        return self._publisher.wait_for_all_acked(Duration(seconds=0))
 
     def _wait_for_subscribers(self, seconds: float) -> None:
         """Block up to ``seconds`` until the image topic has a matched subscriber."""
@@ -249,6 +300,8 @@ class FacerecCamera(Node):
                 self._loop.source.close()
             else:  # stuck in a device read: closing under it could crash; exit frees it
                 self.get_logger().warning("capture thread did not stop within 5 s")
+        if self._sender is not None:
+            self._sender.stop(5.0)
 
     @property
     def capture_loop(self) -> Optional[CaptureLoop]:
@@ -259,9 +312,12 @@ class FacerecCamera(Node):
         return self._loop.stats if self._loop is not None else None
 
     def _publish(self, data: bytes, frame: Frame) -> None:
-        """Capture thread: stamp = node clock now, minus the time since the frame's capture."""
+        """Sender thread: stamp = node clock now, minus the time since the frame's capture."""
         if not self.context.ok():  # shutting down (Ctrl-C): nothing to publish to
             return
+        if len(data) > FASTDDS_DEFAULT_SEGMENT and not self._big_frame_warned:
+            self._big_frame_warned = True
+            self._warn_big_frame(len(data))
         msg = CompressedImage()
         stamp = self.get_clock().now()
         age = time.time() - frame.capture_time
@@ -285,9 +341,72 @@ class FacerecCamera(Node):
     def _log_stats(self) -> None:
         s = self.stats
         if s is not None:
+            sent = self._sender.stats if self._sender is not None else None
+            link = (f" ({sent.replaced} not sent while the link was busy, "
+                    f"{sent.unacknowledged} unacknowledged)" if sent is not None else "")
             self.get_logger().info(
-                f"{s.frames} frames sent, {s.skipped} late ticks skipped, source lost "
-                f"{s.lost}x, re-opened {s.reopens}x")
+                f"{sent.sent if sent is not None else s.frames} frames sent{link}, "
+                f"{s.skipped} late ticks skipped, source lost {s.lost}x, re-opened "
+                f"{s.reopens}x")
+
+    # --- telling the user --------------------------------------------------------------------
+    def _warn_big_frame(self, size: int) -> None:
+        import os
+        if os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp").startswith("rmw_fastrtps") \
+                and not (os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
+                         or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE")):
+            self.get_logger().warning(
+                f"frames of {size // 1024} KB exceed Fast DDS's default 512 KB shared-memory "
+                "segment and will not reach subscribers on this host: start the node with "
+                "FASTDDS_DEFAULT_PROFILES_FILE=$(ros2 pkg prefix facerec)/share/facerec/config/"
+                "fastdds.xml (the launch files do), see the README's 'Transport'")
+
+    def _unacknowledged(self, timeout: float) -> None:
+        self.get_logger().warning(
+            f"a frame was not acknowledged by all {self._publisher.get_subscription_count()} "
+            f"subscriber(s) within delivery_timeout ({timeout:g} s): the link is too slow or "
+            "lossy for these frames (lower fps, size or jpeg_quality), or a subscriber is "
+            "stuck; check the transport settings (README, 'Transport')",
+            throttle_duration_sec=10.0)
+
+    def _incompatible_qos(self, info) -> None:
+        self.get_logger().warning(
+            f"a subscriber of {self._publisher.topic_name} requests a QoS this publisher does "
+            f"not offer (reliability {self._reliability}): set the camera's reliability to "
+            "reliable, or the subscriber to best effort", throttle_duration_sec=10.0)
+
+    def diagnostics_callback(self) -> None:
+        """One status for the image topic: what was captured, sent and acknowledged."""
+        if self._loop is None or self._sender is None:
+            return
+        node = self.get_fully_qualified_name()
+        sent, loop = self._sender.stats, self._loop.stats
+        counts = {"frames_captured": loop.frames, "frames_sent": sent.sent,
+                  "not_sent_link_busy": sent.replaced, "acknowledged": sent.delivered,
+                  "unacknowledged": sent.unacknowledged, "send_errors": sent.send_errors,
+                  "encode_errors": loop.encode_errors}
+        grew = {key: value - self._last_counts.get(key, 0) for key, value in counts.items()}
+        self._last_counts = counts
+        level, text = DiagnosticStatus.OK, "ok"
+        if grew["unacknowledged"] or grew["send_errors"]:
+            level = DiagnosticStatus.WARN
+            text = ("frames not acknowledged by every subscriber within delivery_timeout, or "
+                    "not sent: link too slow or lossy? (README, 'Transport')")
+        elif grew["not_sent_link_busy"]:
+            text = (f"sending {grew['frames_sent']} of {grew['frames_captured']} frames this "
+                    "period: the link is slower than the camera (newest frame first)")
+        elif self._publisher.get_subscription_count() == 0:
+            text = "no subscriber"
+        status = DiagnosticStatus(name=f"{node}: {self._publisher.topic_name}",
+                                  hardware_id=node, level=level, message=text)
+        values = dict(counts, subscribers=self._publisher.get_subscription_count(),
+                      reliability=self._reliability,
+                      delivery_seconds=f"{sent.delivery_seconds:.3f}",
+                      frame_bytes=loop.bytes // max(loop.frames, 1))
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(msg)
 
     def destroy_node(self):
         self.stop()

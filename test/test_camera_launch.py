@@ -90,7 +90,7 @@ class TestCameras(unittest.TestCase):
             self.assertEqual(msg.format, "jpeg")
             self.assertEqual(bytes(msg.data[:2]), b"\xff\xd8")
             [info] = self.node.get_publishers_info_by_topic(f"/{ns}/camera/image/compressed")
-            self.assertEqual(info.qos_profile.reliability, ReliabilityPolicy.BEST_EFFORT)
+            self.assertEqual(info.qos_profile.reliability, ReliabilityPolicy.RELIABLE)
 
     def test_run_time_and_read_only_parameters(self):
         node = f"/{NAMESPACES[0]}/facerec_camera"

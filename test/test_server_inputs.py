@@ -25,7 +25,8 @@ def server(tmp_path_factory, module_graph):
     tmp = tmp_path_factory.mktemp("inputs")
     proc = start_node("facerec_server.server_node", tmp, "server", "facerec_server", {
         "gallery.path": str(tmp / "gallery.db"), "image_topics": INPUTS,
-        "max_frame_age": 1.0, "diagnostics_period": 0.5, "input_timeout": 2.0})
+        "max_frame_age": 1.0, "diagnostics_period": 0.5, "input_timeout": 2.0,
+        "image_reliability": "best_effort"})  # best effort loses frames: what is reported
     wait_for_service(module_graph, ListFaces, f"{NODE}/list_faces", proc)
     yield proc
     assert proc.stop() == 0, proc.output()
