@@ -14,6 +14,8 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
+from facerec_camera.transport import DEFAULT_MAX_BANDWIDTH
+
 PACKAGE = "facerec"
 BOOLEAN = ["true", "false"]
 LOG_LEVELS = ["debug", "info", "warn", "error", "fatal"]
@@ -59,6 +61,11 @@ def generate_launch_description():
             "rviz", default_value="false", choices=BOOLEAN,
             description="start rviz2 showing /facerec_server/annotated"),
         DeclareLaunchArgument(
+            "max_bandwidth", default_value=f"{DEFAULT_MAX_BANDWIDTH:g}",
+            description="Mbit/s the camera may send (Fast DDS flow controller; 0 = no limit: "
+                        "fine on one machine). Not used when FASTDDS_DEFAULT_PROFILES_FILE "
+                        "is set"),
+        DeclareLaunchArgument(
             "log_level", default_value="info", choices=LOG_LEVELS,
             description="log level of the nodes"),
         DeclareLaunchArgument(
@@ -76,7 +83,7 @@ def generate_launch_description():
             description="SROS2 enclave of the bridge node"),
         _include(share, "camera.launch.py", dict(
             common, source="source", params_file="camera_params_file",
-            enclave="camera_enclave")),
+            enclave="camera_enclave", max_bandwidth="max_bandwidth")),
         _include(share, "server.launch.py", dict(
             common, params_file="server_params_file", use_bridge="use_bridge",
             bridge_params_file="bridge_params_file", rviz="rviz",

@@ -9,12 +9,17 @@
 The server subscribes to ``<namespace>/camera/image/compressed`` (its ``image_topics`` are
 relative) and publishes ``<namespace>/facerec_server/{faces,objects,annotated,...}``.
 The bridge needs bridge.certfile / bridge.keyfile in its parameter file (TLS always).
+Transport: unless FASTDDS_DEFAULT_PROFILES_FILE is set in your environment, the nodes get
+config/fastdds.xml (frames up to 8 MB; see facerec_camera.transport).
 """
+from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
+
+from facerec_camera.transport import profile_env
 
 PACKAGE = "facerec"
 BOOLEAN = ["true", "false"]
@@ -34,18 +39,19 @@ def _nodes(context):
         return LaunchConfiguration(name).perform(context)
 
     namespace = LaunchConfiguration("namespace")
+    transport = profile_env(get_package_share_directory(PACKAGE))
     nodes = [Node(
         package=PACKAGE, executable="facerec_server", name="facerec_server",
         namespace=namespace, parameters=[LaunchConfiguration("params_file")],
         ros_arguments=ros_arguments(get("log_level"), get("use_security"), get("enclave")),
-        output="screen", emulate_tty=True)]
+        additional_env=transport, output="screen", emulate_tty=True)]
     if get("use_bridge") == "true":
         nodes.append(Node(
             package=PACKAGE, executable="facerec_bridge", name="facerec_bridge",
             namespace=namespace, parameters=[LaunchConfiguration("bridge_params_file")],
             ros_arguments=ros_arguments(get("log_level"), get("use_security"),
                                         get("bridge_enclave")),
-            output="screen", emulate_tty=True))
+            additional_env=transport, output="screen", emulate_tty=True))
     if get("rviz") == "true":
         nodes.append(Node(
             package="rviz2", executable="rviz2", name="rviz2",

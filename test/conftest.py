@@ -38,6 +38,7 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # Jazzy and later
 # The project's transport settings (frames up to 8 MB), as the launch files and the demo use.
 os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "fastdds.xml")
+os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
 if os.environ.get("ROS_DISTRO", "") in ("humble", "iron"):
     os.environ["ROS_LOCALHOST_ONLY"] = "1"  # the pre-Jazzy spelling
 
