@@ -115,7 +115,8 @@ def _percentile(values, q):
 class Bench:
     def __init__(self, args, hosts, folder):
         self.args, self.hosts, self.folder = args, hosts, folder
-        base = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        base = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(
+            [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
         self.robot = Side(hosts, ROBOT, folder, base)
         self.workstation = Side(hosts, WORKSTATION, folder, base)
         self.records = str(folder / "listener.jsonl")
@@ -127,7 +128,7 @@ class Bench:
         certs = self.folder / "certs"
         subprocess.run([sys.executable, "-m", "facerec_server.bridge.certs", "--out-dir",
                         str(certs), "--host", twohosts.ADDRESSES[WORKSTATION]], check=True,
-                       capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                       capture_output=True, env=dict(os.environ))
         (certs / "tokens").write_text("robot:bench-token\n")
         (self.folder / "token").write_text("bench-token\n")
         self.certs = certs
@@ -188,10 +189,10 @@ class Bench:
             self.robot.stop("camera")
             return {"error": "no result within 60 s"}
         t0, bytes0 = time.time(), self.hosts.sent_bytes(ROBOT)
-        diag0 = self._diag_values(t0 - 2.0)
+        diag0 = self._diag_values(t0 - 2.0, started)
         time.sleep(self.args.seconds)
         t1, bytes1 = time.time(), self.hosts.sent_bytes(ROBOT)
-        diag1 = self._diag_values(t1 - 2.0)
+        diag1 = self._diag_values(t1 - 2.0, started)
         self.robot.stop("camera")
         results = [r for r in self.records_since(t0) if r["kind"] == "faces" and r["t"] <= t1]
         captured = self._delta(diag0, diag1, "camera", "frames_captured")
@@ -201,11 +202,13 @@ class Bench:
                              received=self._delta(diag0, diag1, "server", "received"),
                              captured=captured)
 
-    def _diag_values(self, since):
-        """Newest camera and server input statuses at about ``since``."""
+    def _diag_values(self, since, started):
+        """Newest camera and server input statuses at about ``since`` (of this run's camera,
+        started at ``started``)."""
         out = {}
         for r in twohosts.read_records(self.records):
-            if r["kind"] != "diag" or not r["name"].endswith("camera/image/compressed"):
+            if r["kind"] != "diag" or not r["name"].endswith("camera/image/compressed") \
+                    or r["t"] < started:
                 continue
             who = "camera" if "facerec_camera" in r["name"] else "server"
             if r["t"] <= since + 2.0:
@@ -251,7 +254,7 @@ class Bench:
     def _bridge_frames(self, since):
         value = None
         for r in twohosts.read_records(self.records):
-            if r["kind"] == "diag" and r["name"].endswith(": client robot") \
+            if r["kind"] == "diag" and r["name"].endswith(": bridge") \
                     and r["t"] <= since + 2.0:
                 value = r["values"].get("frames_received", value)
         return None if value is None else int(value)
@@ -280,6 +283,8 @@ def main(argv=None):
     parser.add_argument("--bridge-server", default="default", choices=list(VARIANTS),
                         help=argparse.SUPPRESS)
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "link.json"))
+    parser.add_argument("--workdir", help="keep the node logs here (default: a temporary "
+                                          "folder, removed at the end)")
     args = parser.parse_args(argv)
     reason = twohosts.missing()
     if reason:
@@ -297,7 +302,8 @@ def main(argv=None):
               "load_before": os.getloadavg(), "loss_each_way": 0.01, "fps": FPS,
               "jpeg_quality": 80, "runs": []}
     with tempfile.TemporaryDirectory(prefix="bench-link-") as tmp:
-        folder = pathlib.Path(tmp)
+        folder = pathlib.Path(args.workdir or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         for rate in args.rates:
             with TwoHosts(f"bl{os.getpid() % 100000}", rate_mbit=rate, loss_permille=10) as hosts:
                 bench = Bench(args, hosts, folder)
