@@ -21,6 +21,7 @@ disappears while running is not fatal: it is re-opened with exponential back-off
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from typing import List, Optional
@@ -351,7 +352,6 @@ class FacerecCamera(Node):
 
     # --- telling the user --------------------------------------------------------------------
     def _warn_big_frame(self, size: int) -> None:
-        import os
         if os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp").startswith("rmw_fastrtps") \
                 and not (os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
                          or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE")):
