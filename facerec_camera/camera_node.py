@@ -135,6 +135,12 @@ PARAMETERS = {
         "sending the newest one anyway (counted and reported as unacknowledged). An integer "
         "is accepted.", ParameterType.PARAMETER_DOUBLE, dynamic=True,
         float_range=(0.01, 60.0))),
+    "match_server_rate": (True, _descriptor(
+        "Send no faster than the server processes this topic's frames (its /diagnostics "
+        "processing_time_median): a frame then arrives when the server is about to be free "
+        "instead of waiting behind the one being processed, and no link or server time is "
+        "spent on frames the server would drop. Capture keeps its rate either way.",
+        ParameterType.PARAMETER_BOOL, dynamic=True)),
     "wait_for_subscribers": (0.0, _descriptor(
         "Seconds to wait at start-up for a matched subscriber before capturing (0 = start at "
         "once). Best-effort frames published before DDS has matched a subscriber are lost; "
@@ -187,7 +193,7 @@ def check_parameter(name: str, value) -> Optional[str]:
         number = _number(value)
         if number is None or not math.isfinite(number) or not 0.01 <= number <= 60.0:
             return f"delivery_timeout must be within 0.01..60 s, got {value!r}"
-    elif name in ("loop", "mjpeg_passthrough"):
+    elif name in ("loop", "mjpeg_passthrough", "match_server_rate"):
         if not isinstance(value, bool):
             return f"{name} must be true or false, got {value!r}"
     return None
@@ -221,6 +227,9 @@ class FacerecCamera(Node):
         self._wake = self.create_guard_condition(self._on_capture_finished)
         self._stats_timer = self.create_timer(30.0, self._log_stats)
         self._diag_timer = self.create_timer(1.0, self.diagnostics_callback)
+        self._server_pace: dict = {}  # server status name -> (seconds per frame, when seen)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.server_diagnostics_callback,
+                                 10)
 
     # --- parameters -------------------------------------------------------------------------
     def _on_set_parameters(self, params: List[rclpy.Parameter]) -> SetParametersResult:
@@ -238,6 +247,8 @@ class FacerecCamera(Node):
                 self._frame_id = changes["frame_id"]
             if "delivery_timeout" in changes and self._sender is not None:
                 self._sender.timeout = float(changes["delivery_timeout"])
+            if changes.get("match_server_rate") is False and self._sender is not None:
+                self._sender.min_interval = 0.0
         return SetParametersResult(successful=True)
 
     def _param(self, name: str, overrides: Optional[dict] = None):
@@ -375,6 +386,28 @@ class FacerecCamera(Node):
             f"not offer (reliability {self._reliability}): set the camera's reliability to "
             "reliable, or the subscriber to best effort", throttle_duration_sec=10.0)
 
+    def server_diagnostics_callback(self, msg: DiagnosticArray) -> None:
+        """Pace sending to the fastest server processing this topic (see match_server_rate)."""
+        suffix = f": {self._publisher.topic_name}"
+        now = time.monotonic()
+        for status in msg.status:
+            if not status.name.endswith(suffix) or status.hardware_id == \
+                    self.get_fully_qualified_name():
+                continue
+            values = {kv.key: kv.value for kv in status.values}
+            try:
+                seconds = float(values.get("processing_time_median") or "nan")
+            except ValueError:
+                continue
+            if math.isfinite(seconds):
+                self._server_pace[status.name] = (seconds, now)
+        for name in [n for n, (_, seen) in self._server_pace.items() if now - seen > 5.0]:
+            del self._server_pace[name]  # that server is gone (or idle): do not pace by it
+        if self._sender is not None:
+            paces = [seconds for seconds, _ in self._server_pace.values()]
+            self._sender.min_interval = min(paces) if paces and \
+                self.get_parameter("match_server_rate").value else 0.0
+
     def diagnostics_callback(self) -> None:
         """One status for the image topic: what was captured, sent and acknowledged."""
         if self._loop is None or self._sender is None:
@@ -401,6 +434,7 @@ class FacerecCamera(Node):
                                   hardware_id=node, level=level, message=text)
         values = dict(counts, subscribers=self._publisher.get_subscription_count(),
                       reliability=self._reliability,
+                      min_send_interval=f"{self._sender.min_interval:.3f}",
                       delivery_seconds=f"{sent.delivery_seconds:.3f}",
                       frame_bytes=loop.bytes // max(loop.frames, 1))
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]

@@ -7,6 +7,11 @@ when a ``delivered`` check is given (a reliable publisher: "has every subscriber
 what was sent?"), waits for it before sending the next one, up to ``timeout`` seconds. A link
 that is slower than the camera then costs frames per second, never the frames themselves:
 each frame sent is the newest one, and it is sent whole before the next one starts.
+
+``min_interval`` (seconds, settable at any time) spaces the sends: the camera node sets it to
+the server's processing time per frame, so a frame arrives when the server is about to be
+free instead of waiting there for the one being processed (and the link and the server's CPU
+are not spent on frames it would drop).
 """
 from __future__ import annotations
 
@@ -44,6 +49,8 @@ class LatestSender:
         self._stop = threading.Event()
         self.stats = SenderStats()
         self.on_unacknowledged: Optional[Callable[[float], None]] = None
+        self.min_interval = 0.0
+        self._last_send = 0.0
         self._thread = threading.Thread(target=self._run, name="facerec-sender", daemon=True)
         self._thread.start()
 
@@ -73,9 +80,14 @@ class LatestSender:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            wait = self._last_send + self.min_interval - time.monotonic()
+            if wait > 0:  # the newest frame when the wait is over is the one sent
+                self._stop.wait(min(wait, 1.0))
+                continue
             item = self._take()
             if item is None:
                 continue
+            self._last_send = time.monotonic()
             try:
                 self._send(*item)
             except Exception as exc:  # a transport error must not end sending
