@@ -403,10 +403,12 @@ class FacerecCamera(Node):
                 self._server_pace[status.name] = (seconds, now)
         for name in [n for n, (_, seen) in self._server_pace.items() if now - seen > 5.0]:
             del self._server_pace[name]  # that server is gone (or idle): do not pace by it
-        if self._sender is not None:
+        if self._sender is not None and self._loop is not None:
             paces = [seconds for seconds, _ in self._server_pace.values()]
-            self._sender.min_interval = min(paces) if paces and \
-                self.get_parameter("match_server_rate").value else 0.0
+            # the sender then waits for the next frame, half a capture period on average
+            pace = max(0.0, min(paces) - 0.5 / self._loop.fps) if paces else 0.0
+            self._sender.min_interval = pace if self.get_parameter("match_server_rate").value \
+                else 0.0
 
     def diagnostics_callback(self) -> None:
         """One status for the image topic: what was captured, sent and acknowledged."""

@@ -8,10 +8,11 @@ what was sent?"), waits for it before sending the next one, up to ``timeout`` se
 that is slower than the camera then costs frames per second, never the frames themselves:
 each frame sent is the newest one, and it is sent whole before the next one starts.
 
-``min_interval`` (seconds, settable at any time) spaces the sends: the camera node sets it to
+``min_interval`` (seconds, settable at any time) spaces the sends: the camera node sets it from
 the server's processing time per frame, so a frame arrives when the server is about to be
 free instead of waiting there for the one being processed (and the link and the server's CPU
-are not spent on frames it would drop).
+are not spent on frames it would drop). After such a wait the sender takes the next frame
+captured, not one that was waiting during it, so what the server gets is fresh.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ class LatestSender:
         self._log = logger if logger is not None else logging.getLogger("facerec_camera")
         self._cond = threading.Condition()
         self._item: Optional[Tuple[bytes, object]] = None
+        self._offered = 0.0  # time.monotonic() of the waiting frame's offer
         self._stop = threading.Event()
         self.stats = SenderStats()
         self.on_unacknowledged: Optional[Callable[[float], None]] = None
@@ -61,6 +63,7 @@ class LatestSender:
             if self._item is not None:
                 self.stats.replaced += 1
             self._item = (data, frame)
+            self._offered = time.monotonic()
             self._cond.notify()
 
     def stop(self, timeout: float = 5.0) -> bool:
@@ -71,20 +74,24 @@ class LatestSender:
             self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def _take(self) -> Optional[Tuple[bytes, object]]:
+    def _take(self, offered_after: float = 0.0) -> Optional[Tuple[bytes, object]]:
+        """The waiting frame (offered after ``offered_after``), waiting for one if needed."""
         with self._cond:
-            while self._item is None and not self._stop.is_set():
+            while (self._item is None or self._offered < offered_after) \
+                    and not self._stop.is_set():
                 self._cond.wait(0.5)
             item, self._item = self._item, None
             return item
 
     def _run(self) -> None:
+        fresh_after = 0.0
         while not self._stop.is_set():
             wait = self._last_send + self.min_interval - time.monotonic()
-            if wait > 0:  # the newest frame when the wait is over is the one sent
+            if wait > 0:  # then send the next frame captured
                 self._stop.wait(min(wait, 1.0))
+                fresh_after = time.monotonic()
                 continue
-            item = self._take()
+            item = self._take(fresh_after)
             if item is None:
                 continue
             self._last_send = time.monotonic()
