@@ -7,7 +7,8 @@
 #   * Otherwise .venv/ gets ROS 2 Kilted from PyPI (requirements/ros-wheels.txt).
 #   * ROS 2 packages no registry ships (launch, ros2cli, launch_testing...) are installed
 #     from source trees when the ROS 2 in use lacks them (scripts/ros_sources.sh).
-#   * Root only: Debian's opencv-doc provides messi5.jpg, a real face the tests use.
+#   * Root only: Debian's opencv-doc provides messi5.jpg, a real face the tests use;
+#     nftables and iproute2 (when missing) give the two-host test its simulated link.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -83,6 +84,18 @@ if [ ! -f "$MESSI" ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc >/dev/null
     else
         log "NOTE: $MESSI is missing; the tests need it: run 'sudo apt-get install opencv-doc'"
+    fi
+fi
+
+# Two simulated hosts for test/test_two_hosts.py and bench/bench_link.py (root only): ip and
+# tc (iproute2), nft (nftables).
+if ! command -v nft >/dev/null || ! command -v tc >/dev/null || ! command -v ip >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        log "installing Debian's nftables and iproute2 (the two-host test's link)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            nftables iproute2 >/dev/null
+    else
+        log "NOTE: nft/tc/ip missing: test/test_two_hosts.py will skip (apt-get install nftables iproute2)"
     fi
 fi
 
