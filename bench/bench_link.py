@@ -129,8 +129,8 @@ class Bench:
         subprocess.run([sys.executable, "-m", "facerec_server.bridge.certs", "--out-dir",
                         str(certs), "--host", twohosts.ADDRESSES[WORKSTATION]], check=True,
                        capture_output=True, env=dict(os.environ))
-        (certs / "tokens").write_text("robot:bench-token\n")
-        (self.folder / "token").write_text("bench-token\n")
+        (certs / "tokens").write_text("robot:bench-token-0123456789\n")
+        (self.folder / "token").write_text("bench-token-0123456789\n")
         self.certs = certs
 
     def records_since(self, since):

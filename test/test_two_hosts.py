@@ -164,7 +164,7 @@ def test_camera_and_server_on_two_hosts_over_a_lossy_link(link):
     subprocess.run([sys.executable, "-m", "facerec_server.bridge.certs", "--out-dir",
                     str(certs), "--host", twohosts.ADDRESSES[WORKSTATION]],
                    check=True, env=child_env(), capture_output=True)
-    (certs / "tokens").write_text("robot:two-hosts-token\n")
+    (certs / "tokens").write_text("robot:two-hosts-token-0123456789\n")
     bridge_yaml = _params(tmp, "bridge", "facerec_bridge", {
         "bridge.certfile": str(certs / "server.pem"), "bridge.keyfile": str(certs / "server.key"),
         "bridge.tokens_file": str(certs / "tokens"), "gallery.path": str(tmp / "gallery.db"),
@@ -179,7 +179,7 @@ def test_camera_and_server_on_two_hosts_over_a_lossy_link(link):
     # --- the websocket bridge: facerec-ws-camera on the robot
     robot.stop("camera")
     token = tmp / "token"
-    token.write_text("two-hosts-token\n")
+    token.write_text("two-hosts-token-0123456789\n")
     robot.start("ws", ["facerec-ws-camera", "--url",
                        f"wss://{twohosts.ADDRESSES[WORKSTATION]}:50000", "--name", "robot",
                        "--token-file", str(token), "--cafile", str(certs / "ca.pem"),
