@@ -46,9 +46,10 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "facerec_server = facerec_server.server_node:main",
-            "facerec_camera = facerec_camera.camera_node:main",
-            "facerec_bridge = facerec_server.bridge_node:main",
+            # the nodes enter through node_process (Ctrl-C while they import: no traceback)
+            "facerec_server = facerec_server.node_process:server",
+            "facerec_camera = facerec_server.node_process:camera",
+            "facerec_bridge = facerec_server.node_process:bridge",
             "facerec-enroll = facerec_server.enroll_cli:main",
             "facerec-ws-camera = facerec_camera.ws_client:main",
             "facerec-bridge-certs = facerec_server.bridge.certs:main",

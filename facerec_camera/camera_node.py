@@ -14,9 +14,11 @@ carry ``format`` "jpeg" (as cv_bridge's ``cv2_to_compressed_imgmsg`` writes it) 
 stamp taken from the node's clock at capture time.
 
 Exit codes: 0 after Ctrl-C / SIGTERM or when a file source without ``loop`` ends; 1 when the
-source fails for good (a file that cannot be read further); 2 for invalid parameters or a
-source that cannot be opened at start-up (the reason goes to the log on stderr). A camera that
-disappears while running is not fatal: it is re-opened with exponential back-off.
+source fails for good (a file that cannot be read further); 2 for invalid parameters, a
+source that cannot be opened at start-up, or ROS 2 that cannot start (one line on stderr says
+why). A camera that disappears while running is not fatal: it is re-opened with exponential
+back-off. Parameters are ParamSpecs declared by facerec_server.ros_params (an integer is taken
+for fps, resize and wait_for_subscribers; the descriptors' ranges are what is accepted).
 """
 from __future__ import annotations
 
@@ -24,21 +26,24 @@ import math
 import os
 import sys
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import rclpy
 import rclpy.executors
 import rclpy.logging
 import rclpy.task
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                ParameterType, SetParametersResult)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.duration import Duration
 from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage
+
+from facerec_server import node_process
+from facerec_server.params import ParamSpec
+from facerec_server.ros_params import declare
 
 from .encode import FrameEncoder
 from .pipeline import CaptureLoop
@@ -74,129 +79,75 @@ class ConfigError(RuntimeError):
     """Invalid parameters or a source that cannot be opened: a message for the user."""
 
 
-def _descriptor(description: str, ptype: int, read_only: bool = False, dynamic: bool = False,
-                int_range=None, float_range=None) -> ParameterDescriptor:
-    desc = ParameterDescriptor(description=description, type=ptype, read_only=read_only,
-                               dynamic_typing=dynamic)
-    if int_range is not None:
-        desc.integer_range = [IntegerRange(from_value=int_range[0], to_value=int_range[1],
-                                           step=1)]
-    if float_range is not None:
-        desc.floating_point_range = [FloatingPointRange(from_value=float_range[0],
-                                                        to_value=float_range[1], step=0.0)]
-    return desc
-
-
-# name: (default, descriptor). source/width/height/topic/loop/mjpeg_passthrough are fixed at
-# start-up (read-only); fps, jpeg_quality, resize and frame_id may be changed at run time.
-PARAMETERS = {
-    "source": ("0", _descriptor(
-        "What to capture: camera index ('0'), '/dev/videoN', 'picamera', 'pattern' (test "
-        "pattern), a directory of jpg/png/bmp images, an image file or a video file. An "
-        "integer (source:=0) is accepted as a camera index.",
-        ParameterType.PARAMETER_STRING, read_only=True, dynamic=True)),
-    "width": (640, _descriptor(
-        "Capture width requested from the camera (and test pattern width), pixels",
-        ParameterType.PARAMETER_INTEGER, read_only=True, int_range=(16, 8192))),
-    "height": (480, _descriptor(
-        "Capture height requested from the camera (and test pattern height), pixels",
-        ParameterType.PARAMETER_INTEGER, read_only=True, int_range=(16, 8192))),
-    "fps": (15.0, _descriptor(
-        "Publishing rate, frames per second (0 < fps <= 120); requested from the camera too "
-        "(a camera slower than this limits the rate). An integer (fps:=15) is accepted.",
-        ParameterType.PARAMETER_DOUBLE, dynamic=True, float_range=(0.0, 120.0))),
-    "jpeg_quality": (80, _descriptor(
-        "JPEG quality 1..100 (not applied to camera MJPEG passed through unchanged)",
-        ParameterType.PARAMETER_INTEGER, int_range=(1, 100))),
-    "resize": (1.0, _descriptor(
-        "Scale factor applied before encoding, 0 < resize <= 1 (1.0 keeps the size). "
-        "An integer (resize:=1) is accepted.",
-        ParameterType.PARAMETER_DOUBLE, dynamic=True, float_range=(0.0, 1.0))),
-    "frame_id": ("camera", _descriptor(
-        "header.frame_id of the published images", ParameterType.PARAMETER_STRING)),
-    "topic": ("camera/image/compressed", _descriptor(
-        "Topic for sensor_msgs/CompressedImage (relative: follows the node namespace)",
-        ParameterType.PARAMETER_STRING, read_only=True)),
-    "loop": (True, _descriptor(
-        "Restart video files and image folders at their end; when false the node exits "
-        "with code 0 after the last frame", ParameterType.PARAMETER_BOOL, read_only=True)),
-    "mjpeg_passthrough": (True, _descriptor(
-        "Publish a camera's MJPEG frames without re-encoding when resize is 1.0 (jpeg_quality "
-        "is then the camera's own)", ParameterType.PARAMETER_BOOL, read_only=True)),
-    "reliability": ("reliable", _descriptor(
-        "QoS reliability of the images (depth 1 either way): reliable repairs lost fragments "
-        "and sends the newest frame once the previous one is acknowledged, so a slow or "
-        "lossy link lowers the frame rate instead of losing frames (the server's "
-        "image_reliability must then be reliable too); best_effort matches sensor-data "
-        "subscribers and loses a whole frame for one lost fragment",
-        ParameterType.PARAMETER_STRING, read_only=True)),
-    "delivery_timeout": (2.0, _descriptor(
-        "Reliable only: seconds to wait for every subscriber to acknowledge a frame before "
-        "sending the newest one anyway (counted and reported as unacknowledged). An integer "
-        "is accepted.", ParameterType.PARAMETER_DOUBLE, dynamic=True,
-        float_range=(0.01, 60.0))),
-    "match_server_rate": (True, _descriptor(
-        "Send no faster than the server processes this topic's frames (its /diagnostics "
-        "processing_time_median): a frame then arrives when the server is about to be free "
-        "instead of waiting behind the one being processed, and no link or server time is "
-        "spent on frames the server would drop. Capture keeps its rate either way.",
-        ParameterType.PARAMETER_BOOL, dynamic=True)),
-    "wait_for_subscribers": (0.0, _descriptor(
-        "Seconds to wait at start-up for a matched subscriber before capturing (0 = start at "
-        "once). Best-effort frames published before DDS has matched a subscriber are lost; "
-        "useful for recordings and demos that must be seen from the first frame.",
-        ParameterType.PARAMETER_DOUBLE, read_only=True, dynamic=True,
-        float_range=(0.0, 3600.0))),
-}
-
-
-def _number(value) -> Optional[float]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-def check_parameter(name: str, value) -> Optional[str]:
-    """Why ``value`` is invalid for parameter ``name``, or None when it is valid."""
-    if name == "source":
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            return "source must be a string (or an integer camera index)"
-        if isinstance(value, int) and value < 0:
-            return f"source camera index must be >= 0, got {value}"
-        if isinstance(value, str) and not value.strip():
-            return "source must not be empty"
-    elif name in ("width", "height"):
-        if isinstance(value, bool) or not isinstance(value, int) or not 16 <= value <= 8192:
-            return f"{name} must be an integer within 16..8192, got {value!r}"
-    elif name == "fps":
-        number = _number(value)
-        if number is None or not math.isfinite(number) or not 0.0 < number <= 120.0:
-            return f"fps must be a number with 0 < fps <= 120, got {value!r}"
-    elif name == "jpeg_quality":
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
-            return f"jpeg_quality must be an integer within 1..100, got {value!r}"
-    elif name == "resize":
-        number = _number(value)
-        if number is None or not math.isfinite(number) or not 0.0 < number <= 1.0:
-            return f"resize must be a scale factor with 0 < resize <= 1, got {value!r}"
-    elif name in ("frame_id", "topic"):
-        if not isinstance(value, str) or not value.strip():
-            return f"{name} must be a non-empty string"
-    elif name == "wait_for_subscribers":
-        number = _number(value)
-        if number is None or not math.isfinite(number) or not 0.0 <= number <= 3600.0:
-            return f"wait_for_subscribers must be within 0..3600 s, got {value!r}"
-    elif name == "reliability":
-        if value not in RELIABILITY:
-            return f"reliability must be one of {', '.join(RELIABILITY)}, got {value!r}"
-    elif name == "delivery_timeout":
-        number = _number(value)
-        if number is None or not math.isfinite(number) or not 0.01 <= number <= 60.0:
-            return f"delivery_timeout must be within 0.01..60 s, got {value!r}"
-    elif name in ("loop", "mjpeg_passthrough", "match_server_rate"):
-        if not isinstance(value, bool):
-            return f"{name} must be true or false, got {value!r}"
+def _source(value: str) -> Optional[str]:
+    if not value.strip():
+        return "source must not be empty (a camera index such as 0, /dev/videoN, picamera, " \
+               "pattern, a folder, an image or a video file)"
     return None
+
+
+def _not_blank(name: str):
+    def check(value: str) -> Optional[str]:
+        return f"{name} must be a non-empty string" if not value.strip() else None
+    return check
+
+
+# source/width/height/topic/loop/mjpeg_passthrough/wait_for_subscribers are fixed at start-up
+# (read-only); fps, jpeg_quality, resize and frame_id may be changed at run time.
+SPECS: Tuple[ParamSpec, ...] = (
+    ParamSpec("source", "0", "string",
+              "What to capture: camera index ('0'), '/dev/videoN', 'picamera', 'pattern' (test "
+              "pattern), a directory of jpg/png/bmp images, an image file or a video file. An "
+              "integer (source:=0) is taken as a camera index.", read_only=True,
+              check=_source, integer_as_string=True),
+    ParamSpec("width", 640, "int",
+              "Capture width requested from the camera (and test pattern width), pixels",
+              low=16, high=8192, read_only=True),
+    ParamSpec("height", 480, "int",
+              "Capture height requested from the camera (and test pattern height), pixels",
+              low=16, high=8192, read_only=True),
+    ParamSpec("fps", 15.0, "double",
+              "Publishing rate, frames per second; requested from the camera too (a camera "
+              "slower than this limits the rate)", low=0.1, high=120.0),
+    ParamSpec("jpeg_quality", 80, "int",
+              "JPEG quality (not applied to camera MJPEG passed through unchanged)",
+              low=1, high=100),
+    ParamSpec("resize", 1.0, "double",
+              "Scale factor applied before encoding (1.0 keeps the size)", low=0.05, high=1.0),
+    ParamSpec("frame_id", "camera", "string", "header.frame_id of the published images",
+              check=_not_blank("frame_id")),
+    ParamSpec("topic", "camera/image/compressed", "string",
+              "Topic for sensor_msgs/CompressedImage (relative: follows the node namespace)",
+              read_only=True, check=_not_blank("topic")),
+    ParamSpec("loop", True, "bool",
+              "Restart video files and image folders at their end; when false the node exits "
+              "with code 0 after the last frame", read_only=True),
+    ParamSpec("mjpeg_passthrough", True, "bool",
+              "Publish a camera's MJPEG frames without re-encoding when resize is 1.0 "
+              "(jpeg_quality is then the camera's own)", read_only=True),
+    ParamSpec("wait_for_subscribers", 0.0, "double",
+              "Seconds to wait at start-up for a matched subscriber before capturing (0 = start "
+              "at once). Best-effort frames published before DDS has matched a subscriber are "
+              "lost; useful for recordings and demos that must be seen from the first frame.",
+              low=0.0, high=3600.0, read_only=True),
+    ParamSpec("reliability", "reliable", "string",
+              "QoS reliability of the images (depth 1 either way): reliable repairs lost "
+              "fragments and sends the newest frame once the previous one is acknowledged, so a "
+              "slow or lossy link lowers the frame rate instead of losing frames (the server's "
+              "image_reliability must then be reliable too); best_effort matches sensor-data "
+              "subscribers and loses a whole frame for one lost fragment",
+              choices=RELIABILITY, read_only=True),
+    ParamSpec("delivery_timeout", 2.0, "double",
+              "Reliable only: seconds to wait for every subscriber to acknowledge a frame before "
+              "sending the newest one anyway (counted and reported as unacknowledged)",
+              low=0.01, high=60.0),
+    ParamSpec("match_server_rate", True, "bool",
+              "Send no faster than the server processes this topic's frames (its /diagnostics "
+              "processing_time_median): a frame then arrives when the server is about to be free "
+              "instead of waiting behind the one being processed, and no link or server time is "
+              "spent on frames the server would drop. Capture keeps its rate either way."),
+)
+BY_NAME: Dict[str, ParamSpec] = {spec.name: spec for spec in SPECS}
 
 
 class FacerecCamera(Node):
@@ -215,9 +166,11 @@ class FacerecCamera(Node):
         self._big_frame_warned = False
         self._last_counts: dict = {}
         self.done = rclpy.task.Future()
+        try:
+            declare(self, SPECS)
+        except ValueError as exc:  # a wrong type, out of range, refused by its check
+            raise ConfigError(str(exc)) from None
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        for name, (default, descriptor) in PARAMETERS.items():
-            self.declare_parameter(name, default, descriptor)
         self._frame_id = self.get_parameter("frame_id").value
         self._reliability = self.get_parameter("reliability").value
         self._publisher = self.create_publisher(
@@ -233,8 +186,8 @@ class FacerecCamera(Node):
 
     # --- parameters -------------------------------------------------------------------------
     def _on_set_parameters(self, params: List[rclpy.Parameter]) -> SetParametersResult:
-        reasons = [reason for p in params
-                   for reason in [check_parameter(p.name, p.value)] if reason]
+        reasons = [reason for p in params if p.name in BY_NAME
+                   for reason in [BY_NAME[p.name].validate(p.value)] if reason]
         if reasons:
             return SetParametersResult(successful=False, reason="; ".join(reasons))
         if self._loop is not None:  # live changes while capturing
@@ -451,7 +404,8 @@ class FacerecCamera(Node):
 
 def main(args=None) -> int:
     """Entry point ``facerec_camera``: returns the process exit code (see module docstring)."""
-    rclpy.init(args=args)
+    if not node_process.init(NODE_NAME, args):
+        return EXIT_CONFIG
     node = None
     code = EXIT_OK
     try:
@@ -469,6 +423,7 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         code = EXIT_OK
     finally:
+        node_process.stopping()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -49,7 +49,7 @@ from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Header
 
 from facerec_msgs.msg import FaceArray, ObjectArray
-from facerec_server import conversions, params
+from facerec_server import conversions, node_process, params
 from facerec_server.ros_params import declare
 from facerec_server.bridge import (BridgeConfig, BridgeConfigError, BridgeServer, BridgeThread,
                                    ClientSettings, FrameFailed, UndecodableFrame)
@@ -129,18 +129,9 @@ def _stamp(seconds: float) -> Time:
 class FacerecBridge(Node):
     def __init__(self, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
-        for spec in SHARED_SPECS + BRIDGE_SPECS:
-            declare(self, spec)  # ValueError: one line naming the parameter and value
-        try:
-            ObjectRunner.declare_model_parameters(self)
-        except rclpy.exceptions.ParameterException as exc:  # wrong type or out of range
-            raise ValueError(f"invalid object model parameter: {exc}") from None
-        values = self._values()
-        for spec in SHARED_SPECS + BRIDGE_SPECS:  # the same checks as runtime changes
-            reason = spec.validate(values[spec.name])
-            if reason is not None:
-                raise ValueError(reason)
-        self.settings = ServerSettings.from_values(values)
+        declare(self, SHARED_SPECS + BRIDGE_SPECS)  # ValueError: wrong type, range, check
+        ObjectRunner.declare_model_parameters(self)
+        self.settings = ServerSettings.from_values(self._values())
         self.add_on_set_parameters_callback(self._parameters_callback)
         config = self._bridge_config()  # BridgeConfigError: stop at start-up
         config.validate()
@@ -403,7 +394,8 @@ def _path(value: str):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    if not node_process.init(NODE_NAME, args):
+        return 1
     node: Optional[FacerecBridge] = None
     code = 0
     try:
@@ -417,6 +409,7 @@ def main(args=None) -> int:
         print(f"[{NODE_NAME}] cannot start: {exc}", file=sys.stderr)
         code = 1
     finally:
+        node_process.stopping()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -11,12 +11,12 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
-
 from facerec_server.core.images import decode_image
 from facerec_server.core.object_scheduler import ObjectScheduler, RecognizerProcess
 from facerec_server.core.objects import (MODEL_PARAMETER_DEFAULTS, PARAMETER_PREFIX,
                                          configs_from_parameters, model_names_from_parameter)
+from facerec_server.params import ParamSpec, kind_of
+from facerec_server.ros_params import declare
 
 
 class ObjectRunner:
@@ -27,12 +27,10 @@ class ObjectRunner:
         """Declare ``object_recognition.<name>.<field>`` for every listed model (read-only)."""
         names = model_names_from_parameter(
             node.get_parameter(f"{PARAMETER_PREFIX}.models").value)
-        for name in names:
-            for key, default in MODEL_PARAMETER_DEFAULTS.items():
-                node.declare_parameter(
-                    f"{PARAMETER_PREFIX}.{name}.{key}", default,
-                    ParameterDescriptor(description=f"object model '{name}': {key} "
-                                        "(see config/server.yaml)", read_only=True))
+        declare(node, [ParamSpec(f"{PARAMETER_PREFIX}.{name}.{key}", default, kind_of(default),
+                                 f"object model '{name}': {key} (see config/server.yaml)",
+                                 read_only=True)
+                       for name in names for key, default in MODEL_PARAMETER_DEFAULTS.items()])
         return names
 
     @staticmethod

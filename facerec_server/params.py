@@ -1,8 +1,9 @@
-"""The server's ROS parameters: names, defaults, descriptions, ranges, validation.
+"""ROS parameters as plain data: :class:`ParamSpec`, and the server's table of them.
 
-Plain data, no rclpy: the node declares these, ``config/server.yaml`` repeats the defaults,
-and a test checks the two agree. Validation returns a reason string (None when valid) so the
-node's on-set-parameters callback can refuse a value and keep the old one.
+No rclpy here: every node (server, bridge, camera) describes its parameters as ParamSpecs and
+declares them with :func:`facerec_server.ros_params.declare`; ``config/*.yaml`` repeat the
+defaults and a test checks they agree. Validation returns a reason string (None when valid)
+so a node's on-set-parameters callback can refuse a value and keep the old one.
 """
 from __future__ import annotations
 
@@ -18,7 +19,11 @@ DEFAULT_GALLERY = os.path.join("~", ".ros", "facerec", "gallery.db")
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One parameter. ``kind`` is bool, int, double, string, string_array or int_array."""
+    """One parameter. ``kind`` is bool, int, double, string, string_array, int_array or
+    double_array. ``low``/``high`` are inclusive and become the descriptor's range.
+    ``integer_as_string``: a string parameter that also takes an integer, stored as its
+    decimal string (the camera's ``source:=0``). An integer is always taken for a double
+    (see ros_params)."""
 
     name: str
     default: Any
@@ -29,6 +34,7 @@ class ParamSpec:
     choices: Tuple[str, ...] = ()
     read_only: bool = False
     check: Optional[Callable[[Any], Optional[str]]] = None
+    integer_as_string: bool = False
 
     def validate(self, value: Any) -> Optional[str]:
         """Reason the value is refused, or None."""
@@ -41,6 +47,14 @@ class ParamSpec:
         if self.check is not None:
             return self.check(value)
         return None
+
+
+def kind_of(default: Any) -> str:
+    """The ParamSpec kind of a default value (bool, int, double, string or a non-empty list
+    of int, double or string)."""
+    if isinstance(default, (list, tuple)):
+        return {int: "int_array", float: "double_array", str: "string_array"}[type(default[0])]
+    return {bool: "bool", int: "int", float: "double", str: "string"}[type(default)]
 
 
 def _topics(value: Sequence[str]) -> Optional[str]:

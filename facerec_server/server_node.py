@@ -15,7 +15,6 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, Optional
 
 import rclpy
-import rclpy.exceptions
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -27,8 +26,8 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from facerec_msgs.msg import FaceArray, ObjectArray
 from facerec_msgs.srv import Enroll, Forget, ListFaces
-from facerec_server import conversions, params
-from facerec_server.ros_params import descriptor
+from facerec_server import conversions, node_process, params
+from facerec_server.ros_params import declare
 from facerec_server.core import face_workers
 from facerec_server.core.enroll import EnrollConfig, Enroller
 from facerec_server.core.gallery import Gallery, GalleryError, GalleryMatcherSync
@@ -79,17 +78,9 @@ class FacerecServer(Node):
             raise
 
     def _start(self) -> None:
-        try:
-            for spec in params.SPECS:
-                self.declare_parameter(spec.name, spec.default, descriptor(spec))
-            ObjectRunner.declare_model_parameters(self)
-        except rclpy.exceptions.ParameterException as exc:  # wrong type or out of range
-            raise ValueError(f"invalid parameter value: {exc}") from None
+        declare(self, params.SPECS)  # ValueError: a wrong type, out of range, refused
+        ObjectRunner.declare_model_parameters(self)
         values = self._values()
-        for spec in params.SPECS:  # start-up values get the same checks as runtime changes
-            reason = spec.validate(values[spec.name])
-            if reason is not None:
-                raise ValueError(reason)
         settings = ServerSettings.from_values(values)
         # (settings, model paths) swap together: a frame reads one consistent pair.
         self._snapshot = (settings, resolve_model_paths(settings))  # ModelError: stop here
@@ -440,11 +431,13 @@ def _fmt(value) -> str:
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    if not node_process.init("facerec_server", args):
+        return 1
     try:
         node = FacerecServer()
     except (ModelError, GalleryError, ValueError) as exc:
         # A start-up problem the user must fix: say what and how, without a traceback.
+        node_process.stopping()
         print(f"[facerec_server] cannot start: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
@@ -458,6 +451,7 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        node_process.stopping()
         node.destroy_node()
         executor.shutdown(timeout_sec=2.0)
         rclpy.try_shutdown()

@@ -9,16 +9,14 @@ On two machines (robot and workstation, same ROS_DOMAIN_ID) start camera.launch.
 robot and server.launch.py on the workstation instead, with the same namespace.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, GroupAction, IncludeLaunchDescription
+from launch.actions import (DeclareLaunchArgument, GroupAction, IncludeLaunchDescription,
+                            OpaqueFunction)
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
 from facerec_camera.transport import DEFAULT_MAX_BANDWIDTH
-
-PACKAGE = "facerec"
-BOOLEAN = ["true", "false"]
-LOG_LEVELS = ["debug", "info", "warn", "error", "fatal"]
+from facerec_server.launch_support import BOOLEAN, LOG_LEVELS, PACKAGE, missing_files
 
 
 def _include(share, launch_file, arguments):
@@ -29,10 +27,30 @@ def _include(share, launch_file, arguments):
                           for name, ours in arguments.items()])])
 
 
-def generate_launch_description():
+def _both(context):
+    """Camera and server, once every parameter file named exists (else nothing starts)."""
+    files = ["camera_params_file", "server_params_file"]
+    if LaunchConfiguration("use_bridge").perform(context) == "true":
+        files.append("bridge_params_file")
+    failed = missing_files(context, files)
+    if failed:
+        return failed
     share = FindPackageShare(PACKAGE)
     common = {"namespace": "namespace", "log_level": "log_level",
               "use_security": "use_security"}
+    return [
+        _include(share, "camera.launch.py", dict(
+            common, source="source", params_file="camera_params_file",
+            enclave="camera_enclave", max_bandwidth="max_bandwidth")),
+        _include(share, "server.launch.py", dict(
+            common, params_file="server_params_file", use_bridge="use_bridge",
+            bridge_params_file="bridge_params_file", rviz="rviz",
+            enclave="server_enclave", bridge_enclave="bridge_enclave")),
+    ]
+
+
+def generate_launch_description():
+    share = FindPackageShare(PACKAGE)
     return LaunchDescription([
         DeclareLaunchArgument(
             "namespace", default_value="",
@@ -81,11 +99,5 @@ def generate_launch_description():
         DeclareLaunchArgument(
             "bridge_enclave", default_value="/facerec/bridge",
             description="SROS2 enclave of the bridge node"),
-        _include(share, "camera.launch.py", dict(
-            common, source="source", params_file="camera_params_file",
-            enclave="camera_enclave", max_bandwidth="max_bandwidth")),
-        _include(share, "server.launch.py", dict(
-            common, params_file="server_params_file", use_bridge="use_bridge",
-            bridge_params_file="bridge_params_file", rviz="rviz",
-            enclave="server_enclave", bridge_enclave="bridge_enclave")),
+        OpaqueFunction(function=_both),
     ])

@@ -11,6 +11,8 @@ same namespace. No absolute names: several cameras run side by side under namesp
 Transport: unless FASTDDS_DEFAULT_PROFILES_FILE is set in your environment, the camera gets
 config/fastdds_link.xml with its flow controller paced to ``max_bandwidth`` Mbit/s (8 by
 default: below a 10 Mbit/s link; 0 = no limit), see facerec_camera.transport.
+The camera is a required node: if it exits the launch ends, with a non-zero code when the
+camera failed (see facerec_server/launch_support.py).
 """
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
@@ -20,24 +22,17 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from facerec_camera.transport import DEFAULT_MAX_BANDWIDTH, profile_env
-
-PACKAGE = "facerec"
-BOOLEAN = ["true", "false"]
-LOG_LEVELS = ["debug", "info", "warn", "error", "fatal"]
-
-
-def ros_arguments(log_level, use_security, enclave):
-    """--ros-args of a node: its log level, and its SROS2 enclave when security is on."""
-    args = ["--log-level", log_level]
-    if use_security == "true":
-        args += ["--enclave", enclave]
-    return args
+from facerec_server.launch_support import (BOOLEAN, LOG_LEVELS, PACKAGE, missing_files,
+                                           node_options, ros_arguments)
 
 
 def _camera(context):
     def get(name):
         return LaunchConfiguration(name).perform(context)
 
+    failed = missing_files(context, ["params_file"])
+    if failed:
+        return failed
     parameters = [LaunchConfiguration("params_file")]
     if get("source"):  # the argument wins over the parameter file
         parameters.append({"source": get("source")})
@@ -47,7 +42,7 @@ def _camera(context):
         ros_arguments=ros_arguments(get("log_level"), get("use_security"), get("enclave")),
         additional_env=profile_env(get_package_share_directory(PACKAGE),
                                    float(get("max_bandwidth"))),
-        output="screen", emulate_tty=True)]
+        **node_options())]
 
 
 def generate_launch_description():

@@ -11,6 +11,9 @@ relative) and publishes ``<namespace>/facerec_server/{faces,objects,annotated,..
 The bridge needs bridge.certfile / bridge.keyfile in its parameter file (TLS always).
 Transport: unless FASTDDS_DEFAULT_PROFILES_FILE is set in your environment, the nodes get
 config/fastdds.xml (frames up to 8 MB; see facerec_camera.transport).
+Server and bridge are required nodes: if one exits the launch ends, with a non-zero code when
+it failed (see facerec_server/launch_support.py). rviz2 is optional: without it installed,
+rviz:=true warns and the rest runs.
 """
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
@@ -20,40 +23,38 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from facerec_camera.transport import profile_env
-
-PACKAGE = "facerec"
-BOOLEAN = ["true", "false"]
-LOG_LEVELS = ["debug", "info", "warn", "error", "fatal"]
-
-
-def ros_arguments(log_level, use_security, enclave):
-    """--ros-args of a node: its log level, and its SROS2 enclave when security is on."""
-    args = ["--log-level", log_level]
-    if use_security == "true":
-        args += ["--enclave", enclave]
-    return args
+from facerec_server.launch_support import (BOOLEAN, LOG_LEVELS, PACKAGE, installed,
+                                           missing_files, node_options, ros_arguments, warn)
 
 
 def _nodes(context):
     def get(name):
         return LaunchConfiguration(name).perform(context)
 
+    use_bridge = get("use_bridge") == "true"
+    failed = missing_files(context, ["params_file"] + (["bridge_params_file"] if use_bridge
+                                                       else []))
+    if failed:
+        return failed
     namespace = LaunchConfiguration("namespace")
     transport = profile_env(get_package_share_directory(PACKAGE))
     nodes = [Node(
         package=PACKAGE, executable="facerec_server", name="facerec_server",
         namespace=namespace, parameters=[LaunchConfiguration("params_file")],
         ros_arguments=ros_arguments(get("log_level"), get("use_security"), get("enclave")),
-        additional_env=transport, output="screen", emulate_tty=True)]
-    if get("use_bridge") == "true":
+        additional_env=transport, **node_options())]
+    if use_bridge:
         nodes.append(Node(
             package=PACKAGE, executable="facerec_bridge", name="facerec_bridge",
             namespace=namespace, parameters=[LaunchConfiguration("bridge_params_file")],
             ros_arguments=ros_arguments(get("log_level"), get("use_security"),
                                         get("bridge_enclave")),
-            additional_env=transport, output="screen", emulate_tty=True))
-    if get("rviz") == "true":
-        nodes.append(Node(
+            additional_env=transport, **node_options()))
+    if get("rviz") == "true" and not installed("rviz2"):
+        warn("rviz:=true but rviz2 is not installed (sudo apt install ros-$ROS_DISTRO-rviz2): "
+             "running without it (rviz:=false hides this warning)")
+    elif get("rviz") == "true":
+        nodes.append(Node(  # a viewer: closing it does not stop the launch
             package="rviz2", executable="rviz2", name="rviz2",
             arguments=["-d", LaunchConfiguration("rviz_config")],
             ros_arguments=ros_arguments(get("log_level"), get("use_security"),

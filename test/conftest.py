@@ -7,6 +7,7 @@
 Images are returned as BGR uint8 arrays (OpenCV order). A missing image is an error, not a
 skip: the tests that use these faces must run.
 """
+import logging
 import os
 
 import cv2
@@ -39,6 +40,26 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # Jazzy and later
 os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "fastdds.xml")
 os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
+# launch_testing's pytest plugin (loaded in every run once it is installed) imports
+# launch.logging, which makes every logger created afterwards a LaunchLogger that does not
+# propagate: caplog would see nothing from the project's loggers. Plain loggers again
+# (launch's own loggers get their handlers explicitly and keep working).
+logging.setLoggerClass(logging.Logger)
+
+
+@pytest.fixture(autouse=True)
+def _plain_loggers():
+    """A launch run inside a test (launch_testing) sets the class again: undo it each time."""
+    logging.setLoggerClass(logging.Logger)
+    yield
+    logging.setLoggerClass(logging.Logger)
+
+
+if not os.environ.get("ROS_LOG_DIR") and not os.environ.get("ROS_HOME"):
+    # ROS log files of the test processes, the nodes they start and the launch_testing
+    # launches go to a temporary folder, not the user's ~/.ros/log.
+    import tempfile
+    os.environ["ROS_LOG_DIR"] = tempfile.mkdtemp(prefix="facerec-test-ros-log-")
 if os.environ.get("ROS_DISTRO", "") in ("humble", "iron"):
     os.environ["ROS_LOCALHOST_ONLY"] = "1"  # the pre-Jazzy spelling
 

@@ -180,7 +180,7 @@ def test_folder_and_pattern_sources_namespaces_parameters_and_signals(
     ({"source": "bogus"}, "unknown source 'bogus'"),
     ({"source": "pattern", "jpeg_quality": 0}, "jpeg_quality"),
     ({"source": "pattern", "fps": -5.0}, "fps"),
-    ({"source": "pattern", "fps": 0}, "fps must be a number with 0 < fps <= 120"),
+    ({"source": "pattern", "fps": 0}, "fps must be >= 0.1, got 0.0"),  # an integer: 0.0
     ({"source": "/dev/video77"}, "no such camera device: /dev/video77"),
     ({"source": "pattern", "topic": "bad topic!"}, "topic name"),
     ({"source": "pattern", "reliability": "sometimes"}, "reliability must be one of"),

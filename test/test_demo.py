@@ -28,7 +28,8 @@ SUMMARY = re.compile(r"^summary: frames sent (\d+).*, processed (\d+), recognise
 
 def _demo(args, home, **popen):
     env = child_env(HOME=str(home))  # a gallery under ~/.ros would show up here
-    env.pop("SOURCE", None)
+    for name in ("SOURCE", "ROS_LOG_DIR", "ROS_HOME"):  # as a user runs it (the test run
+        env.pop(name, None)                             # sets ROS_LOG_DIR: conftest.py)
     return subprocess.Popen([sys.executable, "-m", "facerec_server.tools.demo"] + args,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, cwd=str(REPO), **popen)

@@ -1,22 +1,29 @@
-"""launch/*.launch.py read with ``ast`` (the ``launch`` package is not installable here).
+"""launch/*.launch.py: read with ``ast``, then run by the real ``ros2 launch``.
 
-Checks what a typo would break for ROS users: every executable is a console script of
-setup.py and gets installed to lib/facerec, every parameter/rviz file and included launch
-file named exists and is installed to share/facerec (a colcon build of the package into a
-temporary prefix), every LaunchConfiguration is declared with a description (and choices for
-booleans), arguments forwarded by bringup exist in the included file with the same defaults,
-enclaves exist in the SROS2 policy, and nothing evaluates strings or starts subprocesses.
+Read with ``ast`` (no launch package needed), what a typo would break for ROS users: every
+executable is a console script of setup.py and gets installed to lib/facerec, every
+parameter/rviz file and included launch file named exists and is installed to share/facerec
+(a colcon build of the package into a temporary prefix), every LaunchConfiguration is
+declared with a description (and choices for booleans), arguments forwarded by bringup exist
+in the included file with the same defaults, enclaves exist in the SROS2 policy, and nothing
+evaluates strings or starts subprocesses.
+
+Run by ``ros2 launch --launch-prefix`` (skipped, naming what is missing, without
+launch/launch_ros/ros2cli): the command line each argument combination gives each node
+(``--log-level``, ``--enclave``, name, namespace, parameter files, the ``source:=`` override).
 """
 import ast
 import pathlib
 import runpy
 import subprocess
 import sys
+import time
 from os import chdir
 import xml.etree.ElementTree as ElementTree
 from unittest import mock
 
 import pytest
+import yaml
 
 from rosutil import REPO
 
@@ -41,7 +48,7 @@ class LaunchFile:
     def __init__(self, path: pathlib.Path):
         self.path = path
         self.tree = ast.parse(path.read_text(), str(path))
-        self.constants = {}  # module-level NAME = literal
+        self.constants = {}  # module-level NAME = literal, and constants imported from us
         for node in self.tree.body:
             if isinstance(node, ast.Assign) and len(node.targets) == 1 \
                     and isinstance(node.targets[0], ast.Name):
@@ -49,6 +56,12 @@ class LaunchFile:
                     self.constants[node.targets[0].id] = ast.literal_eval(node.value)
                 except ValueError:
                     pass
+            if isinstance(node, ast.ImportFrom) and node.module == "facerec_server.launch_support":
+                import facerec_server.launch_support as support
+                for alias in node.names:
+                    value = getattr(support, alias.name)
+                    if isinstance(value, (str, list)):
+                        self.constants[alias.asname or alias.name] = value
         self.arguments = {}  # name -> {"default": str|None, "description":..., "choices":...}
         self.used = set()
         self.nodes = []
@@ -284,87 +297,115 @@ def test_security_enclaves_and_node_names_match_the_policy(launch_files):
             assert enclave in profiles, f"{name}: enclave {enclave} not in policy.xml"
             assert profiles[enclave] == {node_name}
             assert node_name in names, f"{name} starts no node named {node_name}"
-    source = (LAUNCH / "server.launch.py").read_text()
-    assert '"--enclave"' in source and 'use_security == "true"' in source
+    from facerec_server.launch_support import ros_arguments
+    assert ros_arguments("info", "true", "/facerec/server") == \
+        ["--log-level", "info", "--enclave", "/facerec/server"]
+    assert ros_arguments("debug", "false", "/facerec/server") == ["--log-level", "debug"]
 
 
-# --- the OpaqueFunctions' logic, run against a stand-in of the launch API ------------------
-class _Recorded:
-    """Stands for a launch/launch_ros class: records its arguments."""
-
-    def __init__(self, *args, **kwargs):
-        self.args, self.kwargs = args, kwargs
-
-
-class _LaunchConfiguration(_Recorded):
-    def perform(self, context):
-        return context.launch_configurations[self.args[0]]
-
-    def __eq__(self, other):
-        return isinstance(other, _LaunchConfiguration) and other.args == self.args
-
-    __hash__ = None
+# --- the launch files run by the real ros2 launch: the command line of each node -------------
+# `ros2 launch --launch-prefix` puts a program in front of every node's command line (as
+# `--launch-prefix 'gdb -ex run --args'` does); this one prints the command line and the
+# parameter files it names, then waits for Ctrl-C, so no node really starts.
+ARGV_PRINTER = """
+import json, os, signal, sys
+signal.signal(signal.SIGINT, lambda *_: os._exit(0))  # two arrive: the group's, launch's
+args = sys.argv[1:]
+files = {a: open(a).read() for i, a in enumerate(args) if i and args[i - 1] == "--params-file"}
+print("ARGV " + json.dumps({"argv": args, "files": files}), flush=True)
+while True:
+    signal.pause()
+"""
 
 
-def _stub_modules():
-    import types
-    names = {
-        "launch": ["LaunchDescription"],
-        "launch.actions": ["DeclareLaunchArgument", "OpaqueFunction", "GroupAction",
-                           "IncludeLaunchDescription"],
-        "launch.conditions": ["IfCondition", "UnlessCondition"],
-        "launch.substitutions": ["PathJoinSubstitution"],
-        "launch.launch_description_sources": ["PythonLaunchDescriptionSource"],
-        "launch_ros": [], "launch_ros.actions": ["Node"],
-        "launch_ros.substitutions": ["FindPackageShare"],
-    }
-    modules = {}
-    for module, classes in names.items():
-        stub = types.ModuleType(module)
-        for cls in classes:
-            setattr(stub, cls, type(cls, (_Recorded,), {}))
-        modules[module] = stub
-    modules["launch.substitutions"].LaunchConfiguration = _LaunchConfiguration
-    return modules
+def _commands(tmp_path, launch_file, count, **arguments):
+    """{node executable: (argv after the executable, {params file: its text})} of the nodes
+    ``ros2 launch facerec <launch_file> <arguments>`` starts (``count`` of them)."""
+    import json
+    from launchutil import RosLaunch, check_installed_files_are_current, require_ros2_tools
+    require_ros2_tools()
+    check_installed_files_are_current()
+    printer = tmp_path / "argv_printer.py"
+    printer.write_text(ARGV_PRINTER)
+    launch = RosLaunch(launch_file, arguments, tmp=tmp_path, name=launch_file,
+                       prefix=f"{sys.executable} {printer}")
+    try:
+        deadline = time.monotonic() + 60
+        while launch.output().count("ARGV ") < count and time.monotonic() < deadline \
+                and launch.alive():
+            time.sleep(0.2)
+        time.sleep(1.0)  # a node more than expected would show up now
+        lines = [line.split("ARGV ", 1)[1] for line in launch.output().splitlines()
+                 if "ARGV " in line]
+        assert launch.stop(30) == 0, launch.describe()
+    finally:
+        launch.close()
+    commands = {}
+    for line in lines:
+        data = json.loads(line)
+        executable = pathlib.Path(data["argv"][0]).name
+        commands[executable] = (data["argv"][1:], data["files"])
+    assert len(commands) == count, (sorted(commands), launch.describe())
+    return commands
 
 
-def _run_opaque(name, **arguments):
-    """generate_launch_description() of launch/<name> with the stand-in API, then its
-    OpaqueFunction with the argument defaults updated by ``arguments``: the Node actions."""
-    with mock.patch.dict(sys.modules, _stub_modules()):
-        description = runpy.run_path(str(LAUNCH / name))["generate_launch_description"]()
-    entities = description.args[0]
-    declared = {e.args[0]: e.kwargs.get("default_value") for e in entities
-                if type(e).__name__ == "DeclareLaunchArgument"}
-    unknown = set(arguments) - set(declared)
-    assert not unknown, unknown
-    context = mock.Mock(launch_configurations=dict(declared, **arguments))
-    [opaque] = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
-    return {node.kwargs["executable"]: node.kwargs for node in opaque.kwargs["function"](context)}
+def _ros_args(argv):
+    """The --ros-args part of a node's command line, as (option, value) pairs."""
+    pairs, words = [], [w for w in argv if w != "--ros-args"]
+    for option, value in zip(words[::2], words[1::2]):
+        pairs.append((option, value))
+    return pairs
 
 
-def test_camera_launch_nodes_for_its_arguments():
-    [camera] = _run_opaque("camera.launch.py").values()
-    assert camera["package"] == "facerec" and camera["name"] == "facerec_camera"
-    assert camera["parameters"] == [_LaunchConfiguration("params_file")]  # source "" = file's
-    assert camera["namespace"] == _LaunchConfiguration("namespace")
-    assert camera["ros_arguments"] == ["--log-level", "info"]
-    [camera] = _run_opaque("camera.launch.py", source="pattern", use_security="true",
-                           log_level="debug").values()
-    assert camera["parameters"] == [_LaunchConfiguration("params_file"), {"source": "pattern"}]
-    assert camera["ros_arguments"] == ["--log-level", "debug", "--enclave", "/facerec/camera"]
+def test_camera_launch_command_lines(tmp_path):
+    from launchutil import share_dir
+    config = str(share_dir() / "config" / "camera.yaml")
+    [(argv, files)] = _commands(tmp_path, "camera.launch.py", 1).values()
+    assert _ros_args(argv) == [("--log-level", "info"), ("-r", "__node:=facerec_camera"),
+                               ("-r", "__ns:=/"), ("--params-file", config)]
+    commands = _commands(tmp_path, "camera.launch.py", 1, source="pattern", log_level="debug",
+                         use_security="true", namespace="robot1")
+    [(argv, files)] = commands.values()
+    pairs = _ros_args(argv)
+    assert pairs[:6] == [("--log-level", "debug"), ("--enclave", "/facerec/camera"),
+                         ("-r", "__node:=facerec_camera"), ("-r", "__ns:=/robot1"),
+                         ("--params-file", config), ("--params-file", pairs[5][1])]
+    overrides = yaml.safe_load(files[pairs[5][1]])  # the source:= argument wins over the file
+    assert [body["ros__parameters"] for body in overrides.values()] == [{"source": "pattern"}]
 
 
-def test_server_launch_nodes_for_its_arguments():
-    nodes = _run_opaque("server.launch.py")
-    assert list(nodes) == ["facerec_server"]
-    assert nodes["facerec_server"]["ros_arguments"] == ["--log-level", "info"]
-    assert nodes["facerec_server"]["parameters"] == [_LaunchConfiguration("params_file")]
-    nodes = _run_opaque("server.launch.py", use_bridge="true", rviz="true", use_security="true")
-    assert sorted(nodes) == ["facerec_bridge", "facerec_server", "rviz2"]
-    assert nodes["facerec_server"]["ros_arguments"][-2:] == ["--enclave", "/facerec/server"]
-    assert nodes["facerec_bridge"]["ros_arguments"][-2:] == ["--enclave", "/facerec/bridge"]
-    assert nodes["facerec_bridge"]["parameters"] == [_LaunchConfiguration("bridge_params_file")]
-    assert nodes["facerec_bridge"]["namespace"] == _LaunchConfiguration("namespace")
-    assert nodes["rviz2"]["ros_arguments"][-2:] == ["--enclave", "/facerec/viewer"]
-    assert nodes["rviz2"]["arguments"] == ["-d", _LaunchConfiguration("rviz_config")]
+def test_server_launch_command_lines(tmp_path):
+    from launchutil import share_dir
+    share = share_dir()
+    [(argv, _)] = _commands(tmp_path, "server.launch.py", 1).values()
+    assert _ros_args(argv) == [("--log-level", "info"), ("-r", "__node:=facerec_server"),
+                               ("-r", "__ns:=/"),
+                               ("--params-file", str(share / "config" / "server.yaml"))]
+    # rviz:=true on a machine without rviz2: the other nodes start (see test_ros2_launch.py)
+    nodes = _commands(tmp_path, "server.launch.py", 2, use_bridge="true", rviz="true",
+                      use_security="true", namespace="ws")
+    assert sorted(nodes) == ["facerec_bridge", "facerec_server"]
+    server = _ros_args(nodes["facerec_server"][0])
+    assert server[:2] == [("--log-level", "info"), ("--enclave", "/facerec/server")]
+    assert _ros_args(nodes["facerec_bridge"][0]) == [
+        ("--log-level", "info"), ("--enclave", "/facerec/bridge"),
+        ("-r", "__node:=facerec_bridge"), ("-r", "__ns:=/ws"),
+        ("--params-file", str(share / "config" / "bridge.yaml"))]
+
+
+def test_bringup_launch_forwards_its_arguments(tmp_path):
+    from launchutil import share_dir
+    share = share_dir()
+    mine = {name: tmp_path / f"my_{name}.yaml" for name in ("camera", "server")}
+    for name, path in mine.items():
+        path.write_text((share / "config" / f"{name}.yaml").read_text())
+    nodes = _commands(tmp_path, "bringup.launch.py", 2, namespace="robot2", source="pattern",
+                      server_params_file=mine["server"], camera_params_file=mine["camera"],
+                      log_level="warn")
+    assert sorted(nodes) == ["facerec_camera", "facerec_server"]
+    camera, server = _ros_args(nodes["facerec_camera"][0]), _ros_args(nodes["facerec_server"][0])
+    assert camera[:5] == [("--log-level", "warn"), ("-r", "__node:=facerec_camera"),
+                          ("-r", "__ns:=/robot2"), ("--params-file", str(mine["camera"])),
+                          ("--params-file", camera[4][1])]
+    assert server == [("--log-level", "warn"), ("-r", "__node:=facerec_server"),
+                      ("-r", "__ns:=/robot2"), ("--params-file", str(mine["server"]))]

@@ -1,8 +1,9 @@
 """config/security/policy.xml: well-formed, valid against the sros2 policy schema's structure,
 and granting each node exactly what it really creates on the ROS graph.
 
-The nodes are started as the launch files start them (config/ parameter files, console
-scripts, root namespace as the policy's profiles say); their publishers, subscriptions and
+The nodes are started by the real `ros2 launch` of bringup.launch.py (parameter files made
+from the installed config/, root namespace as the policy's profiles say; skipped, naming what
+is missing, without launch/launch_ros/ros2cli); their publishers, subscriptions and
 services are read with rclpy graph introspection, and a websocket client connects to the
 bridge so that its per-client image topic exists. The encrypted run itself (keystore,
 ROS_SECURITY_ENABLE=true, Enforce) needs sros2 and a DDS with security plugins: it is
@@ -19,8 +20,10 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 
 from facerec_msgs.srv import ListFaces
-from launchutil import (CONFIG, bridge_tls, free_port, start_as_launched, wait_port)
-from rosutil import REPO, jpeg, wait_for_service
+from launchutil import (CONFIG, RosLaunch, bridge_tls, check_installed_files_are_current,
+                        free_port, params_copy, require_ros2_tools, wait_for_service,
+                        wait_port)
+from rosutil import REPO, jpeg
 
 POLICY = CONFIG / "security" / "policy.xml"
 NODE_ENCLAVES = {"facerec_camera": "/facerec/camera", "facerec_server": "/facerec/server",
@@ -105,34 +108,33 @@ def test_make_security_script_checks_for_sros2():
 
 @pytest.fixture(scope="module")
 def graph_by_node(tmp_path_factory, ros_context):
-    """{node: {"publish"|"subscribe"|"reply"|"request": names}} read from the live graph."""
+    """{node: {"publish"|"subscribe"|"reply"|"request": names}} read from the live graph of
+    `ros2 launch facerec bringup.launch.py use_bridge:=true` (root namespace, as the policy)."""
+    require_ros2_tools()
+    check_installed_files_are_current()
     from rosutil import Graph
     tmp = tmp_path_factory.mktemp("policy")
     graph = Graph(ros_context, "policy")
     tls = bridge_tls(tmp)
     port = free_port()
-    procs = [
-        start_as_launched("facerec_server", tmp, "server", "facerec_server",
-                          [CONFIG / "server.yaml"],
-                          overrides={"gallery.path": str(tmp / "g.db"), "workers": 1}),
-        start_as_launched("facerec_camera", tmp, "camera", "facerec_camera",
-                          [CONFIG / "camera.yaml"],
-                          overrides={"source": "pattern", "fps": 2.0, "width": 160,
-                                     "height": 120}),
-        start_as_launched("facerec_bridge", tmp, "bridge", "facerec_bridge",
-                          [CONFIG / "bridge.yaml"],
-                          overrides=dict(tls["overrides"], **{
-                              "bridge.port": port, "workers": 1,
-                              "gallery.path": str(tmp / "g.db")})),
-    ]
+    launch = RosLaunch("bringup.launch.py", {
+        "source": "pattern", "use_bridge": "true",
+        "server_params_file": params_copy("server.yaml", tmp, {
+            "gallery.path": str(tmp / "g.db"), "workers": 1}),
+        "camera_params_file": params_copy("camera.yaml", tmp, {
+            "fps": 2.0, "width": 160, "height": 120}),
+        "bridge_params_file": params_copy("bridge.yaml", tmp, dict(tls["overrides"], **{
+            "bridge.port": port, "workers": 1, "gallery.path": str(tmp / "g.db")}))},
+        tmp=tmp, name="bringup")
     try:
-        wait_for_service(graph, ListFaces, "/facerec_server/list_faces", procs[0], timeout=180)
-        wait_port(port, procs[2], timeout=180)
+        wait_for_service(graph, ListFaces, "/facerec_server/list_faces", launch, timeout=180)
+        wait_port(port, launch, timeout=180)
         result = asyncio.run(_read_graph_with_a_bridge_client(graph, port, tls))
+        code = launch.stop(60)
     finally:
-        codes = [p.stop() for p in procs]
         graph.close()
-    assert codes == [0, 0, 0], [p.output()[-2000:] for p in procs]
+        launch.close()
+    assert code == 0, launch.describe()
     return result
 
 

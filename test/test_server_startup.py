@@ -111,7 +111,7 @@ def test_proc_helper_reports_exit(tmp_path):
     ({"image_topics": ["a/image", "a/image"]}, "twice"),
     ({"image_topics": [""]}, "image_topics"),
     ({"image_reliability": "bogus"}, "image_reliability"),
-    ({"max_frame_age": 1}, "max_frame_age"),          # an integer where a double is declared
+    ({"max_frame_age": "soon"}, "max_frame_age must be a number"),  # (an integer is taken)
     ({"face.jitter": 1000}, "face.jitter"),
 ])
 def test_invalid_startup_values_stop_with_a_reason(tmp_path, values, expected):
