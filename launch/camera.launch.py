@@ -40,9 +40,8 @@ def _camera(context):
         package=PACKAGE, executable="facerec_camera", name="facerec_camera",
         namespace=LaunchConfiguration("namespace"), parameters=parameters,
         ros_arguments=ros_arguments(get("log_level"), get("use_security"), get("enclave")),
-        additional_env=profile_env(get_package_share_directory(PACKAGE),
-                                   float(get("max_bandwidth"))),
-        **node_options())]
+        **node_options(profile_env(get_package_share_directory(PACKAGE),
+                                   float(get("max_bandwidth")))))]
 
 
 def generate_launch_description():

@@ -42,14 +42,14 @@ def _nodes(context):
         package=PACKAGE, executable="facerec_server", name="facerec_server",
         namespace=namespace, parameters=[LaunchConfiguration("params_file")],
         ros_arguments=ros_arguments(get("log_level"), get("use_security"), get("enclave")),
-        additional_env=transport, **node_options())]
+        **node_options(transport))]
     if use_bridge:
         nodes.append(Node(
             package=PACKAGE, executable="facerec_bridge", name="facerec_bridge",
             namespace=namespace, parameters=[LaunchConfiguration("bridge_params_file")],
             ros_arguments=ros_arguments(get("log_level"), get("use_security"),
                                         get("bridge_enclave")),
-            additional_env=transport, **node_options()))
+            **node_options(transport)))
     if get("rviz") == "true" and not installed("rviz2"):
         warn("rviz:=true but rviz2 is not installed (sudo apt install ros-$ROS_DISTRO-rviz2): "
              "running without it (rviz:=false hides this warning)")
