@@ -16,16 +16,20 @@ relative) and publishes ``<namespace>/facerec_server/{faces,objects,annotated,..
 With ``cameras`` it subscribes to ``/<camera namespace>/camera/image/compressed`` of each
 camera named instead (``source`` in ~/faces tells them apart). The bridge needs
 bridge.certfile / bridge.keyfile in its parameter file (TLS always).
+Transport: unless FASTDDS_DEFAULT_PROFILES_FILE is set in your environment, the nodes get
+config/fastdds.xml (frames up to 8 MB; see facerec_camera.transport).
 Server and bridge are required nodes: if one exits the launch ends, with a non-zero code when
 it failed (see facerec_server/launch_support.py). rviz2 is optional: without it installed,
 rviz:=true warns and the rest runs.
 """
+from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from facerec_camera.transport import profile_env
 from facerec_server.launch_support import (BOOLEAN, LOG_LEVELS, PACKAGE, installed,
                                            missing_files, node_options, ros_arguments, warn)
 
@@ -58,12 +62,13 @@ def _nodes(context):
         return failed
     namespace = LaunchConfiguration("namespace")
     overrides = server_parameters(get("cameras"), get("gallery"))
+    transport = profile_env(get_package_share_directory(PACKAGE))
     nodes = [Node(
         package=PACKAGE, executable="facerec_server", name="facerec_server",
         namespace=namespace,
         parameters=[LaunchConfiguration("params_file")] + ([overrides] if overrides else []),
         ros_arguments=ros_arguments(get("log_level"), get("use_security"), get("enclave")),
-        **node_options())]
+        **node_options(transport))]
     if use_bridge:
         gallery = [{"gallery.path": overrides["gallery.path"]}] \
             if "gallery.path" in overrides else []
@@ -72,7 +77,7 @@ def _nodes(context):
             namespace=namespace, parameters=[LaunchConfiguration("bridge_params_file")] + gallery,
             ros_arguments=ros_arguments(get("log_level"), get("use_security"),
                                         get("bridge_enclave")),
-            **node_options()))
+            **node_options(transport)))
     if get("rviz") == "true" and not installed("rviz2"):
         warn("rviz:=true but rviz2 is not installed (sudo apt install ros-$ROS_DISTRO-rviz2): "
              "running without it (rviz:=false hides this warning)")

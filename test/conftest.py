@@ -36,6 +36,10 @@ def messi():
 # Done at import time so that rclpy in this process and every child process inherit it.
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # Jazzy and later
+# The project's transport settings (frames up to 8 MB), as the launch files and the demo use.
+os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "fastdds.xml")
+os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
 # launch_testing's pytest plugin (loaded in every run once it is installed) imports
 # launch.logging, which makes every logger created afterwards a LaunchLogger that does not
 # propagate: caplog would see nothing from the project's loggers. Plain loggers again
