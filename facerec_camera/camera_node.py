@@ -5,8 +5,11 @@ Run::
     ros2 run facerec facerec_camera --ros-args -p source:=0 -p fps:=15.0
     python -m facerec_camera.camera_node --ros-args -p source:=pattern
 
-Capture, encoding and publishing run in their own thread (:class:`CaptureLoop`), not in an
-executor callback, so the rate holds while the executor serves parameter requests. Messages
+Capture and encoding run in their own thread (:class:`CaptureLoop`), not in an executor
+callback, so the rate holds while the executor serves parameter requests; publishing runs in
+another (:class:`LatestSender`), so capture never waits for the network. With ``reliability``
+reliable (the default) the newest frame is sent once the previous one has been acknowledged
+by every subscriber: a slow or lossy link costs frames per second, not whole frames. Messages
 carry ``format`` "jpeg" (as cv_bridge's ``cv2_to_compressed_imgmsg`` writes it) and a header
 stamp taken from the node's clock at capture time.
 
@@ -19,6 +22,8 @@ for fps, resize and wait_for_subscribers; the descriptors' ranges are what is ac
 """
 from __future__ import annotations
 
+import math
+import os
 import sys
 import time
 from typing import Dict, List, Optional, Tuple
@@ -27,8 +32,10 @@ import rclpy
 import rclpy.executors
 import rclpy.logging
 import rclpy.task
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.duration import Duration
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -40,6 +47,7 @@ from facerec_server.ros_params import declare
 
 from .encode import FrameEncoder
 from .pipeline import CaptureLoop
+from .sender import LatestSender
 from .sources import Frame, SourceError, open_source
 
 try:  # Humble and later
@@ -52,11 +60,19 @@ NODE_NAME = "facerec_camera"
 
 EXIT_OK, EXIT_SOURCE_FAILED, EXIT_CONFIG = 0, 1, 2
 
-#: Sensor-data QoS with depth 1: only the newest frame matters; best effort, so a slow or
-#: lossy subscriber never holds the publisher back. Subscribers must be best effort too
-#: (``rclpy.qos.qos_profile_sensor_data`` works).
-IMAGE_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST,
-                       depth=1, durability=DurabilityPolicy.VOLATILE)
+RELIABILITY = ("reliable", "best_effort")
+#: Fast DDS's default shared-memory segment: bigger frames need config/fastdds.xml.
+FASTDDS_DEFAULT_SEGMENT = 512 * 1024
+
+
+def image_qos(reliability: str) -> QoSProfile:
+    """Depth 1 (only the newest frame matters; no backlog can grow). Reliable: lost fragments
+    of a frame are repaired and the sender waits for the acknowledgement before the next
+    frame; best effort: a frame with a lost fragment is lost whole."""
+    return QoSProfile(
+        reliability=(ReliabilityPolicy.RELIABLE if reliability == "reliable"
+                     else ReliabilityPolicy.BEST_EFFORT),
+        history=HistoryPolicy.KEEP_LAST, depth=1, durability=DurabilityPolicy.VOLATILE)
 
 
 class ConfigError(RuntimeError):
@@ -114,6 +130,22 @@ SPECS: Tuple[ParamSpec, ...] = (
               "at once). Best-effort frames published before DDS has matched a subscriber are "
               "lost; useful for recordings and demos that must be seen from the first frame.",
               low=0.0, high=3600.0, read_only=True),
+    ParamSpec("reliability", "reliable", "string",
+              "QoS reliability of the images (depth 1 either way): reliable repairs lost "
+              "fragments and sends the newest frame once the previous one is acknowledged, so a "
+              "slow or lossy link lowers the frame rate instead of losing frames (the server's "
+              "image_reliability must then be reliable too); best_effort matches sensor-data "
+              "subscribers and loses a whole frame for one lost fragment",
+              choices=RELIABILITY, read_only=True),
+    ParamSpec("delivery_timeout", 2.0, "double",
+              "Reliable only: seconds to wait for every subscriber to acknowledge a frame before "
+              "sending the newest one anyway (counted and reported as unacknowledged)",
+              low=0.01, high=60.0),
+    ParamSpec("match_server_rate", True, "bool",
+              "Send no faster than the server processes this topic's frames (its /diagnostics "
+              "processing_time_median): a frame then arrives when the server is about to be free "
+              "instead of waiting behind the one being processed, and no link or server time is "
+              "spent on frames the server would drop. Capture keeps its rate either way."),
 )
 BY_NAME: Dict[str, ParamSpec] = {spec.name: spec for spec in SPECS}
 
@@ -129,7 +161,10 @@ class FacerecCamera(Node):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
         self._loop: Optional[CaptureLoop] = None
+        self._sender: Optional[LatestSender] = None
         self._finished_code: Optional[int] = None
+        self._big_frame_warned = False
+        self._last_counts: dict = {}
         self.done = rclpy.task.Future()
         try:
             declare(self, SPECS)
@@ -137,10 +172,17 @@ class FacerecCamera(Node):
             raise ConfigError(str(exc)) from None
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._frame_id = self.get_parameter("frame_id").value
+        self._reliability = self.get_parameter("reliability").value
         self._publisher = self.create_publisher(
-            CompressedImage, self.get_parameter("topic").value, IMAGE_QOS)
+            CompressedImage, self.get_parameter("topic").value, image_qos(self._reliability),
+            event_callbacks=PublisherEventCallbacks(incompatible_qos=self._incompatible_qos))
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._wake = self.create_guard_condition(self._on_capture_finished)
         self._stats_timer = self.create_timer(30.0, self._log_stats)
+        self._diag_timer = self.create_timer(1.0, self.diagnostics_callback)
+        self._server_pace: dict = {}  # server status name -> (seconds per frame, when seen)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.server_diagnostics_callback,
+                                 10)
 
     # --- parameters -------------------------------------------------------------------------
     def _on_set_parameters(self, params: List[rclpy.Parameter]) -> SetParametersResult:
@@ -156,6 +198,10 @@ class FacerecCamera(Node):
                 self._loop.set_encoder(self._make_encoder(changes))
             if "frame_id" in changes:
                 self._frame_id = changes["frame_id"]
+            if "delivery_timeout" in changes and self._sender is not None:
+                self._sender.timeout = float(changes["delivery_timeout"])
+            if changes.get("match_server_rate") is False and self._sender is not None:
+                self._sender.min_interval = 0.0
         return SetParametersResult(successful=True)
 
     def _param(self, name: str, overrides: Optional[dict] = None):
@@ -185,13 +231,22 @@ class FacerecCamera(Node):
         except SourceError as exc:
             raise ConfigError(str(exc)) from exc
         encoder = self._make_encoder()
-        self._loop = CaptureLoop(source, encoder, fps, self._publish, self.get_logger(),
+        acknowledged = self._acknowledged if self._reliability == "reliable" else None
+        self._sender = LatestSender(self._publish, acknowledged,
+                                    float(p("delivery_timeout")), self.get_logger())
+        self._sender.on_unacknowledged = self._unacknowledged
+        deliver = self._sender.offer if run else self._publish
+        self._loop = CaptureLoop(source, encoder, fps, deliver, self.get_logger(),
                                  on_finished=self._capture_finished)
         self.get_logger().info(
             f"publishing {source.description} on {self._publisher.topic_name} at {fps:g} fps "
-            f"({encoder}, frame_id '{self._frame_id}')")
+            f"({encoder}, frame_id '{self._frame_id}', {self._reliability})")
         if run:
             self._loop.start()
+
+    def _acknowledged(self) -> bool:
+        """Sender thread: has every reliable subscriber acknowledged what was published?"""
+        return self._publisher.wait_for_all_acked(Duration(seconds=0))
 
     def _wait_for_subscribers(self, seconds: float) -> None:
         """Block up to ``seconds`` until the image topic has a matched subscriber."""
@@ -210,6 +265,8 @@ class FacerecCamera(Node):
                 self._loop.source.close()
             else:  # stuck in a device read: closing under it could crash; exit frees it
                 self.get_logger().warning("capture thread did not stop within 5 s")
+        if self._sender is not None:
+            self._sender.stop(5.0)
 
     @property
     def capture_loop(self) -> Optional[CaptureLoop]:
@@ -220,9 +277,12 @@ class FacerecCamera(Node):
         return self._loop.stats if self._loop is not None else None
 
     def _publish(self, data: bytes, frame: Frame) -> None:
-        """Capture thread: stamp = node clock now, minus the time since the frame's capture."""
+        """Sender thread: stamp = node clock now, minus the time since the frame's capture."""
         if not self.context.ok():  # shutting down (Ctrl-C): nothing to publish to
             return
+        if len(data) > FASTDDS_DEFAULT_SEGMENT and not self._big_frame_warned:
+            self._big_frame_warned = True
+            self._warn_big_frame(len(data))
         msg = CompressedImage()
         stamp = self.get_clock().now()
         age = time.time() - frame.capture_time
@@ -246,9 +306,96 @@ class FacerecCamera(Node):
     def _log_stats(self) -> None:
         s = self.stats
         if s is not None:
+            sent = self._sender.stats if self._sender is not None else None
+            link = (f" ({sent.replaced} not sent while the link was busy, "
+                    f"{sent.unacknowledged} unacknowledged)" if sent is not None else "")
             self.get_logger().info(
-                f"{s.frames} frames sent, {s.skipped} late ticks skipped, source lost "
-                f"{s.lost}x, re-opened {s.reopens}x")
+                f"{sent.sent if sent is not None else s.frames} frames sent{link}, "
+                f"{s.skipped} late ticks skipped, source lost {s.lost}x, re-opened "
+                f"{s.reopens}x")
+
+    # --- telling the user --------------------------------------------------------------------
+    def _warn_big_frame(self, size: int) -> None:
+        if os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp").startswith("rmw_fastrtps") \
+                and not (os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
+                         or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE")):
+            self.get_logger().warning(
+                f"frames of {size // 1024} KB exceed Fast DDS's default 512 KB shared-memory "
+                "segment and will not reach subscribers on this host: start the node with "
+                "FASTDDS_DEFAULT_PROFILES_FILE=$(ros2 pkg prefix facerec)/share/facerec/config/"
+                "fastdds.xml (the launch files do), see the README's 'Transport'")
+
+    def _unacknowledged(self, timeout: float) -> None:
+        self.get_logger().warning(
+            f"a frame was not acknowledged by all {self._publisher.get_subscription_count()} "
+            f"subscriber(s) within delivery_timeout ({timeout:g} s): the link is too slow or "
+            "lossy for these frames (lower fps, size or jpeg_quality), or a subscriber is "
+            "stuck; check the transport settings (README, 'Transport')",
+            throttle_duration_sec=10.0)
+
+    def _incompatible_qos(self, info) -> None:
+        self.get_logger().warning(
+            f"a subscriber of {self._publisher.topic_name} requests a QoS this publisher does "
+            f"not offer (reliability {self._reliability}): set the camera's reliability to "
+            "reliable, or the subscriber to best effort", throttle_duration_sec=10.0)
+
+    def server_diagnostics_callback(self, msg: DiagnosticArray) -> None:
+        """Pace sending to the fastest server processing this topic (see match_server_rate)."""
+        suffix = f": {self._publisher.topic_name}"
+        now = time.monotonic()
+        for status in msg.status:
+            if not status.name.endswith(suffix) or status.hardware_id == \
+                    self.get_fully_qualified_name():
+                continue
+            values = {kv.key: kv.value for kv in status.values}
+            try:
+                seconds = float(values.get("processing_time_median") or "nan")
+            except ValueError:
+                continue
+            if math.isfinite(seconds):
+                self._server_pace[status.name] = (seconds, now)
+        for name in [n for n, (_, seen) in self._server_pace.items() if now - seen > 5.0]:
+            del self._server_pace[name]  # that server is gone (or idle): do not pace by it
+        if self._sender is not None and self._loop is not None:
+            paces = [seconds for seconds, _ in self._server_pace.values()]
+            # the sender then waits for the next frame, half a capture period on average
+            pace = max(0.0, min(paces) - 0.5 / self._loop.fps) if paces else 0.0
+            self._sender.min_interval = pace if self.get_parameter("match_server_rate").value \
+                else 0.0
+
+    def diagnostics_callback(self) -> None:
+        """One status for the image topic: what was captured, sent and acknowledged."""
+        if self._loop is None or self._sender is None:
+            return
+        node = self.get_fully_qualified_name()
+        sent, loop = self._sender.stats, self._loop.stats
+        counts = {"frames_captured": loop.frames, "frames_sent": sent.sent,
+                  "not_sent_link_busy": sent.replaced, "acknowledged": sent.delivered,
+                  "unacknowledged": sent.unacknowledged, "send_errors": sent.send_errors,
+                  "encode_errors": loop.encode_errors}
+        grew = {key: value - self._last_counts.get(key, 0) for key, value in counts.items()}
+        self._last_counts = counts
+        level, text = DiagnosticStatus.OK, "ok"
+        if grew["unacknowledged"] or grew["send_errors"]:
+            level = DiagnosticStatus.WARN
+            text = ("frames not acknowledged by every subscriber within delivery_timeout, or "
+                    "not sent: link too slow or lossy? (README, 'Transport')")
+        elif grew["not_sent_link_busy"]:
+            text = (f"sending {grew['frames_sent']} of {grew['frames_captured']} frames this "
+                    "period: the link is slower than the camera (newest frame first)")
+        elif self._publisher.get_subscription_count() == 0:
+            text = "no subscriber"
+        status = DiagnosticStatus(name=f"{node}: {self._publisher.topic_name}",
+                                  hardware_id=node, level=level, message=text)
+        values = dict(counts, subscribers=self._publisher.get_subscription_count(),
+                      reliability=self._reliability,
+                      min_send_interval=f"{self._sender.min_interval:.3f}",
+                      delivery_seconds=f"{sent.delivery_seconds:.3f}",
+                      frame_bytes=loop.bytes // max(loop.frames, 1))
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(msg)
 
     def destroy_node(self):
         self.stop()

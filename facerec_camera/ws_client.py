@@ -10,9 +10,15 @@ On INIT_REQUEST it sends its name and settings; the server echoes each one back
 (returning bytes, or None at the end), an iterable or an async iterable, with flow control:
 at most ``max_in_flight`` frames wait for their result; a frame whose result does not
 arrive within ``result_timeout`` seconds is given up on (the server may drop frames; logged,
-throttled). When no result at all arrives for ``stall_timeout`` seconds while frames wait for
-one, the connection is given up on too (warning) and made again: a new session on the
-bridge. The next frame is pulled from the source only when it can be sent, so it is fresh.
+throttled) and its slot goes to the next frame. Replies carry no frame number but come in the
+order the frames were sent, so a reply that arrives after its frame was given up on is
+accounted to that frame (its real latency) and does not free the slot of the frame sent since;
+given-up frames are forgotten after ``LATE_WINDOW`` result time-outs. If that reply was really
+the newer frame's (the given-up frame was dropped by the server), the newer frame then times
+out too and is forgotten instead of expected late, which puts the accounting back in step.
+When no result at all arrives for ``stall_timeout`` seconds while frames wait for one, the
+connection is given up on too (warning) and made again: a new session on the bridge. The next
+frame is pulled from the source only when it can be sent, so it is fresh.
 
 Results go to ``on_result(Result)``. Lost connections are re-established with exponential
 back-off (``backoff_initial`` doubling up to ``backoff_max``, with jitter) and the settings
@@ -47,6 +53,9 @@ from facerec_server.bridge.protocol import (
     RedactingLogger, encode, parse_text)
 
 LOG = logging.getLogger("facerec.ws_client")
+
+#: A given-up frame's late reply is still expected for this many result time-outs.
+LATE_WINDOW = 3.0
 
 FrameSourceLike = Union[Callable[[], Optional[bytes]], Iterable[bytes], AsyncIterable[bytes]]
 _END = object()
@@ -127,7 +136,9 @@ class BridgeClient:
         self.server_settings: Dict[Command, Any] = {}  # last echo of each setting
         self.connected = asyncio.Event()
         self._ws = None
-        self._in_flight: Deque[float] = deque()
+        self._in_flight: Deque[float] = deque()  # send times of frames awaiting a reply
+        self._late: Deque[float] = deque(maxlen=16)  # send times of frames given up on
+        self._suspect: Optional[float] = None  # in flight when a late reply was accounted
         self._slot = asyncio.Event()
         self._stopped = False
         self._fetch: Optional[asyncio.Future] = None
@@ -175,6 +186,7 @@ class BridgeClient:
                 self._ws = None
                 self.connected.clear()
                 self._in_flight.clear()
+                self._late.clear()
             if self._stopped:
                 return
             delay = backoff * (0.75 + 0.5 * random.random())
@@ -293,9 +305,8 @@ class BridgeClient:
         parts = self._expected_parts()
         # The per-frame reply is the face result; object results come on the server's own
         # schedule, so they free a frame slot only for a client that asked for objects only.
-        if self._in_flight and (not parts or kind == parts[0]):
-            result.latency = time.monotonic() - self._in_flight.popleft()
-            self._slot.set()
+        if not parts or kind == parts[0]:
+            result.latency = self._reply_arrived()
         self.stats.results += 1
         if self.on_result is not None:
             try:
@@ -303,11 +314,27 @@ class BridgeClient:
             except Exception:  # noqa: BLE001 - a user callback must not end the stream
                 LOG.exception("on_result callback failed")
 
+    def _reply_arrived(self) -> Optional[float]:
+        """A frame's reply came: the latency of the oldest frame still awaiting one."""
+        now = time.monotonic()
+        while self._late and now - self._late[0] > LATE_WINDOW * self.result_timeout:
+            self._late.popleft()  # its reply is not coming any more
+        if self._late:  # replies come in order: this one is for a frame given up on
+            if self._in_flight:
+                self._suspect = self._in_flight[0]
+            return now - self._late.popleft()
+        if self._in_flight:
+            self._slot.set()
+            return now - self._in_flight.popleft()
+        return None
+
     async def _wait_slot(self) -> None:
         while len(self._in_flight) >= self.max_in_flight and not self._stopped:
             timeout = self._in_flight[0] + self.result_timeout - time.monotonic()
             if timeout <= 0:
-                self._in_flight.popleft()
+                sent = self._in_flight.popleft()
+                if sent != self._suspect:  # (else its reply was taken for a late one's)
+                    self._late.append(sent)
                 self.stats.result_timeouts += 1
                 if self.stats.result_timeouts <= 3 or self.stats.result_timeouts % 100 == 0:
                     LOG.warning("no reply to a frame within %.1f s (%d so far)",

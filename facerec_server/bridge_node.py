@@ -111,7 +111,8 @@ BRIDGE_SPECS = (
 )
 
 # Server parameters that mean nothing here (no subscriptions, no overlays, no enrollment).
-_SERVER_ONLY = {"image_topics", "image_reliability", "max_frame_age", "annotated.jpeg_quality",
+_SERVER_ONLY = {"image_topics", "image_reliability", "max_frame_age", "input_timeout",
+                "annotated.jpeg_quality",
                 "gallery.reference_file", "gallery.min_face_size", "gallery.allow_conflicts"}
 SHARED_SPECS = tuple(s for s in params.SPECS if s.name not in _SERVER_ONLY)
 

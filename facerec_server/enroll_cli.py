@@ -9,8 +9,9 @@ Examples::
     facerec-enroll import-reference reference.json
     facerec-enroll export --output gallery.json
 
-The gallery is the SQLite file the server uses (``--gallery``, default
-``~/.ros/facerec/gallery.db``); the CLI may run while the server is up. Exit status: 0 on
+The gallery is the one the server uses (``--gallery``: an SQLite file, default
+``~/.ros/facerec/gallery.db``, or a ``postgresql://`` URL); the CLI may run while servers are
+up, and they use its changes within a second. Exit status: 0 on
 success, 1 when the request failed (nothing enrolled, unknown name, skipped entries, unusable
 file), 2 for usage errors. Per-image problems go to stderr, results to stdout.
 """
@@ -69,8 +70,9 @@ def _common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     """Options accepted before and after the sub-command."""
     def default(value):
         return value if defaults else argparse.SUPPRESS
-    parser.add_argument("--gallery", metavar="PATH", default=default(None),
-                        help=f"gallery file (default {DEFAULT_PATH}, created on first use)")
+    parser.add_argument("--gallery", metavar="PATH|URL", default=default(None),
+                        help=f"gallery file (default {DEFAULT_PATH}, created on first use) or "
+                             "postgresql://[user@]host[:port]/database URL")
     parser.add_argument("--upsample", type=int, default=default(1), metavar="N",
                         help="detector upsampling 0..4; 1 finds faces down to ~40 px, "
                              "2 down to ~20 px (default 1)")

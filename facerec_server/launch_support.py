@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 PACKAGE = "facerec"
 BOOLEAN = ["true", "false"]
@@ -48,10 +48,11 @@ def ros_arguments(log_level: str, use_security: str, enclave: str) -> List[str]:
     return args
 
 
-def node_options() -> dict:
-    """Keyword arguments of launch_ros ``Node`` for a facerec node (see the module doc)."""
+def node_options(env: Optional[Dict[str, str]] = None) -> dict:
+    """Keyword arguments of launch_ros ``Node`` for a facerec node (see the module doc);
+    ``env``: more environment variables for the node (e.g. its transport profile)."""
     return {"output": "screen", "emulate_tty": sys.stdout.isatty(),
-            "additional_env": {"PYTHONUNBUFFERED": "1"}, "on_exit": required}
+            "additional_env": {"PYTHONUNBUFFERED": "1", **(env or {})}, "on_exit": required}
 
 
 def required(event, context):

@@ -79,13 +79,17 @@ SPECS: Tuple[ParamSpec, ...] = (
     ParamSpec("image_topics", ["camera/image/compressed"], "string_array",
               "sensor_msgs/CompressedImage topics (JPEG or PNG) to process; relative names "
               "follow the node's namespace", read_only=True, check=_topics),
-    ParamSpec("image_reliability", "best_effort", "string",
-              "QoS reliability of the image subscriptions (depth 1): best_effort matches "
-              "sensor-data publishers, reliable is needed by publishers that only offer reliable",
-              choices=RELIABILITY, read_only=True),
+    ParamSpec("image_reliability", "reliable", "string",
+              "QoS reliability of the image subscriptions (depth 1): reliable (facerec_camera's "
+              "default: lost fragments are repaired and the camera sends the newest frame once "
+              "the previous one is acknowledged); best_effort for sensor-data publishers that "
+              "offer only best effort", choices=RELIABILITY, read_only=True),
     ParamSpec("max_frame_age", 1.0, "double",
-              "frames whose header stamp is older than this many seconds are dropped (0 = off)",
-              low=0.0, high=3600.0),
+              "frames whose header stamp is older than this many seconds, or this far in the "
+              "future, are dropped (0 = off)", low=0.0, high=3600.0),
+    ParamSpec("input_timeout", 3.0, "double",
+              "an input with a matched publisher but no frame for this many seconds is reported "
+              "(WARN in /diagnostics and the log; 0 = off)", low=0.0, high=3600.0),
     ParamSpec("publish_descriptors", False, "bool",
               "fill Face.descriptor (128 floats per face) in ~/faces"),
     ParamSpec("workers", 0, "int",
@@ -138,7 +142,9 @@ SPECS: Tuple[ParamSpec, ...] = (
               check=_model_file),
     # Gallery
     ParamSpec("gallery.path", DEFAULT_GALLERY, "string",
-              "SQLite gallery of known people (created on first use)", read_only=True),
+              "gallery of known people: an SQLite file (created on first use), or a "
+              "postgresql://[user@]host[:port]/database URL to share one gallery between "
+              "servers on several machines", read_only=True),
     ParamSpec("gallery.reference_file", "", "string",
               "JSON reference file of tagged photos imported at start-up (original format)",
               read_only=True),

@@ -18,6 +18,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, DurabilityPolicy
@@ -30,6 +31,7 @@ from facerec_server.ros_params import declare
 from facerec_server.core import face_workers
 from facerec_server.core.enroll import EnrollConfig, Enroller
 from facerec_server.core.gallery import Gallery, GalleryError, GalleryMatcherSync
+from facerec_server.core import input_health
 from facerec_server.core.images import ImageDecodeError, decode_image, encode_jpeg
 from facerec_server.core.latest import InputStats, LatestWorker
 from facerec_server.core.match import Matcher
@@ -59,6 +61,9 @@ class _Input:
     worker: Optional[LatestWorker] = None
     objects: list = field(default_factory=list)
     capture: Optional[object] = None  # an enroll.CaptureSession while one is running
+    subscription: Optional[object] = None
+    last_frame: Optional[float] = None    # time.monotonic() of the newest frame received
+    matched_since: Optional[float] = None  # time.monotonic() when a publisher matched
 
 
 class FacerecServer(Node):
@@ -108,8 +113,9 @@ class FacerecServer(Node):
             entry = _Input(topic, topic)
             subscription = self.create_subscription(
                 CompressedImage, topic, lambda msg, e=entry: self.image_callback(e, msg), qos,
-                callback_group=images_group)
+                callback_group=images_group, event_callbacks=self._input_events(entry))
             entry.topic = subscription.topic_name
+            entry.subscription = subscription
             entry.worker = LatestWorker(f"faces:{entry.topic}",
                                         lambda msg, e=entry: self._process(e, msg),
                                         lambda exc, e=entry: self._worker_error(e, exc))
@@ -126,6 +132,7 @@ class FacerecServer(Node):
         self.create_service(ListFaces, "~/list_faces", self.list_faces_callback,
                             callback_group=services_group)
         self._last_snapshot: Dict[str, dict] = {}
+        self._warnings = input_health.WarningLog(self.get_logger().warning)
         self.create_timer(self.settings.diagnostics_period, self.diagnostics_callback)
         self.get_logger().info(
             f"ready: inputs {list(self._inputs)}, {self._pool.size} face worker process(es), "
@@ -164,7 +171,20 @@ class FacerecServer(Node):
                        threshold=self.settings.face.threshold)
 
     # --- frames --------------------------------------------------------------------------
+    def _input_events(self, entry: _Input) -> SubscriptionEventCallbacks:
+        """Frames lost on the way and incompatible publishers are counted per input."""
+        def matched(info):
+            if info.current_count == 0:
+                entry.matched_since = None
+            elif entry.matched_since is None:
+                entry.matched_since = time.monotonic()
+        return SubscriptionEventCallbacks(
+            matched=matched,
+            message_lost=lambda info: entry.stats.count("lost", info.total_count_change),
+            incompatible_qos=lambda info: entry.stats.count("incompatible_qos"))
+
     def image_callback(self, entry: _Input, msg: CompressedImage) -> None:
+        entry.last_frame = time.monotonic()
         entry.stats.count("received")
         if entry.worker.submit(msg):
             entry.stats.count("dropped_replaced")
@@ -180,8 +200,8 @@ class FacerecServer(Node):
         """One frame of one input (worker thread): faces now, objects on their own schedule."""
         settings, model_paths = self._snapshot
         age = self._age(msg)
-        if settings.max_frame_age > 0 and age is not None and age > settings.max_frame_age:
-            entry.stats.count("dropped_stale")
+        if settings.max_frame_age > 0 and age is not None and abs(age) > settings.max_frame_age:
+            entry.stats.count("dropped_stale" if age > 0 else "dropped_future")
             return
         data = bytes(msg.data)
         if settings.objects_enabled:
@@ -243,36 +263,34 @@ class FacerecServer(Node):
 
     # --- diagnostics ---------------------------------------------------------------------
     def diagnostics_callback(self) -> None:
-        """Per input: totals since start, timings of the last period; WARN on new errors."""
+        """Per input: totals since start, timings of the last period, and what to check."""
         node = self.get_fully_qualified_name()
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         for topic, entry in list(self._inputs.items()):
             snap = entry.stats.snapshot()
             snap["pool_restarts"] = self._pool.restarts
+            snap["publishers"] = entry.subscription.get_publisher_count()
             last = self._last_snapshot.get(topic) or {key: 0 for key in snap}
             self._last_snapshot[topic] = snap
-
-            def grew(key):
-                return snap[key] - last.get(key, 0)
-
+            level, text = input_health.assess(self._input_view(entry, snap, last))
+            self._warnings(topic, level, text)
             status = DiagnosticStatus(name=f"{node}: {topic}", hardware_id=node,
-                                      level=DiagnosticStatus.OK, message="ok")
-            if grew("decode_errors") + grew("errors"):
-                status.level, status.message = DiagnosticStatus.WARN, snap["last_error"][:200]
-            elif snap["received"] == 0:
-                status.message = "no frames received yet"
-            elif grew("dropped_stale"):
-                status.level = DiagnosticStatus.WARN
-                status.message = (f"dropping frames older than max_frame_age "
-                                  f"({self.settings.max_frame_age} s): is the camera's clock "
-                                  "synchronised with this machine's?")
-            elif grew("dropped_replaced"):
-                status.message = "dropping frames (input faster than processing)"
+                                      level=bytes([level]), message=text)
             status.values = [KeyValue(key=key, value=_fmt(value)) for key, value in snap.items()]
             msg.status.append(status)
         msg.status.append(self._objects.diagnostic_status(node))
         self._diag_pub.publish(msg)
+
+    def _input_view(self, entry: _Input, snap: dict, last: dict) -> input_health.InputView:
+        now = time.monotonic()
+        return input_health.InputView(
+            received=snap["received"], publishers=snap["publishers"],
+            silent_for=None if entry.last_frame is None else now - entry.last_frame,
+            matched_for=None if entry.matched_since is None else now - entry.matched_since,
+            grew={key: snap[key] - last.get(key, 0) for key in InputStats.COUNTERS},
+            last_error=snap["last_error"], max_frame_age=self.settings.max_frame_age,
+            input_timeout=self.settings.input_timeout)
 
     # --- services ------------------------------------------------------------------------
     def enroll_callback(self, request, response):

@@ -27,6 +27,7 @@ class ServerSettings:
     image_topics: Tuple[str, ...]
     image_reliability: str
     max_frame_age: float
+    input_timeout: float
     publish_descriptors: bool
     workers: int
     diagnostics_period: float
@@ -58,6 +59,7 @@ class ServerSettings:
         return cls(
             image_topics=tuple(v["image_topics"]), image_reliability=v["image_reliability"],
             max_frame_age=float(v["max_frame_age"]),
+            input_timeout=float(v["input_timeout"]),
             publish_descriptors=bool(v["publish_descriptors"]), workers=int(v["workers"]),
             diagnostics_period=float(v["diagnostics_period"]),
             annotated_quality=int(v["annotated.jpeg_quality"]),

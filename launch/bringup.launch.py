@@ -15,6 +15,7 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
+from facerec_camera.transport import DEFAULT_MAX_BANDWIDTH
 from facerec_server.launch_support import BOOLEAN, LOG_LEVELS, PACKAGE, missing_files
 
 
@@ -40,9 +41,9 @@ def _both(context):
     return [
         _include(share, "camera.launch.py", dict(
             common, source="source", params_file="camera_params_file",
-            enclave="camera_enclave")),
+            enclave="camera_enclave", max_bandwidth="max_bandwidth")),
         _include(share, "server.launch.py", dict(
-            common, params_file="server_params_file", use_bridge="use_bridge",
+            common, params_file="server_params_file", gallery="gallery", use_bridge="use_bridge",
             bridge_params_file="bridge_params_file", rviz="rviz",
             enclave="server_enclave", bridge_enclave="bridge_enclave")),
     ]
@@ -68,6 +69,10 @@ def generate_launch_description():
             default_value=PathJoinSubstitution([share, "config", "server.yaml"]),
             description="parameter file of facerec_server"),
         DeclareLaunchArgument(
+            "gallery", default_value="",
+            description="gallery.path of the server: an SQLite file or a postgresql:// URL; "
+                        "empty = the server parameter file's"),
+        DeclareLaunchArgument(
             "use_bridge", default_value="false", choices=BOOLEAN,
             description="also start facerec_bridge (wss:// bridge for devices without ROS)"),
         DeclareLaunchArgument(
@@ -77,6 +82,11 @@ def generate_launch_description():
         DeclareLaunchArgument(
             "rviz", default_value="false", choices=BOOLEAN,
             description="start rviz2 showing /facerec_server/annotated"),
+        DeclareLaunchArgument(
+            "max_bandwidth", default_value=f"{DEFAULT_MAX_BANDWIDTH:g}",
+            description="Mbit/s the camera may send (Fast DDS flow controller; 0 = no limit: "
+                        "fine on one machine). Not used when FASTDDS_DEFAULT_PROFILES_FILE "
+                        "is set"),
         DeclareLaunchArgument(
             "log_level", default_value="info", choices=LOG_LEVELS,
             description="log level of the nodes"),

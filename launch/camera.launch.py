@@ -5,17 +5,23 @@
     ros2 launch facerec camera.launch.py use_security:=true    # SROS2, enclave /facerec/camera
 
 Frames go to ``<namespace>/camera/image/compressed`` (the ``topic`` parameter is relative),
-best effort with depth 1, which is what ``facerec_server`` subscribes to by default in the
+reliable with depth 1, which is what ``facerec_server`` subscribes to by default in the
 same namespace. No absolute names: several cameras run side by side under namespaces.
+
+Transport: unless FASTDDS_DEFAULT_PROFILES_FILE is set in your environment, the camera gets
+config/fastdds_link.xml with its flow controller paced to ``max_bandwidth`` Mbit/s (8 by
+default: below a 10 Mbit/s link; 0 = no limit), see facerec_camera.transport.
 The camera is a required node: if it exits the launch ends, with a non-zero code when the
 camera failed (see facerec_server/launch_support.py).
 """
+from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from facerec_camera.transport import DEFAULT_MAX_BANDWIDTH, profile_env
 from facerec_server.launch_support import (BOOLEAN, LOG_LEVELS, PACKAGE, missing_files,
                                            node_options, ros_arguments)
 
@@ -34,7 +40,8 @@ def _camera(context):
         package=PACKAGE, executable="facerec_camera", name="facerec_camera",
         namespace=LaunchConfiguration("namespace"), parameters=parameters,
         ros_arguments=ros_arguments(get("log_level"), get("use_security"), get("enclave")),
-        **node_options())]
+        **node_options(profile_env(get_package_share_directory(PACKAGE),
+                                   float(get("max_bandwidth")))))]
 
 
 def generate_launch_description():
@@ -53,6 +60,11 @@ def generate_launch_description():
             description="what to capture, overriding the parameter file: camera index (0), "
                         "/dev/videoN, picamera, pattern, an image folder, an image or a "
                         "video file; empty = the params_file value"),
+        DeclareLaunchArgument(
+            "max_bandwidth", default_value=f"{DEFAULT_MAX_BANDWIDTH:g}",
+            description="Mbit/s the camera may send (Fast DDS flow controller of "
+                        "config/fastdds_link.xml; 0 = no limit): keep it below the link's "
+                        "rate. Not used when FASTDDS_DEFAULT_PROFILES_FILE is set"),
         DeclareLaunchArgument(
             "log_level", default_value="info", choices=LOG_LEVELS,
             description="log level of the node"),

@@ -7,7 +7,9 @@
 #   * Otherwise .venv/ gets ROS 2 Kilted from PyPI (requirements/ros-wheels.txt).
 #   * ROS 2 packages no registry ships (launch, ros2cli, launch_testing...) are installed
 #     from source trees when the ROS 2 in use lacks them (scripts/ros_sources.sh).
-#   * Root only: Debian's opencv-doc provides messi5.jpg, a real face the tests use.
+#   * Root only: Debian packages the tests use: opencv-doc (messi5.jpg, a real face),
+#     postgresql (the PostgreSQL gallery tests start their own server), nftables and iproute2
+#     (the two-host test's simulated link).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -75,14 +77,22 @@ fi
 FACEREC_ENV_NO_INSTALL=1 source "$ROOT/scripts/env.sh"
 bash "$ROOT/scripts/ros_sources.sh" "$ROOT" "$VENV"
 
-# --- 5. Registry face image for the tests (root only) ----------------------------------
+# --- 5. Debian packages the tests use (root only) ------------------------------------------
+# opencv-doc: messi5.jpg, a real face; postgresql: initdb/postgres for the PostgreSQL gallery
+# tests (they start their own server in a temporary folder; no system service is needed);
+# nftables, iproute2: two simulated hosts (test/test_two_hosts.py, bench/bench_link.py).
 MESSI=/usr/share/doc/opencv-doc/examples/data/messi5.jpg
-if [ ! -f "$MESSI" ]; then
+APT=()
+[ -f "$MESSI" ] || APT+=(opencv-doc)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null \
+    || APT+=(postgresql)
+{ command -v nft && command -v tc && command -v ip; } >/dev/null || APT+=(nftables iproute2)
+if [ "${#APT[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        log "installing Debian's opencv-doc (messi5.jpg, a real face used by the tests)"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc >/dev/null
+        log "installing Debian packages the tests use: ${APT[*]}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT[@]}" >/dev/null
     else
-        log "NOTE: $MESSI is missing; the tests need it: run 'sudo apt-get install opencv-doc'"
+        log "NOTE: the tests need Debian's ${APT[*]}: run 'sudo apt-get install ${APT[*]}'"
     fi
 fi
 

@@ -36,6 +36,10 @@ def messi():
 # Done at import time so that rclpy in this process and every child process inherit it.
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # Jazzy and later
+# The project's transport settings (frames up to 8 MB), as the launch files and the demo use.
+os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "fastdds.xml")
+os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
 # launch_testing's pytest plugin (loaded in every run once it is installed) imports
 # launch.logging, which makes every logger created afterwards a LaunchLogger that does not
 # propagate: caplog would see nothing from the project's loggers. Plain loggers again
@@ -121,3 +125,19 @@ def tls(tmp_path_factory):
 
     return {"ca": ca, "paths": paths, "client_context": client_context,
             "client_ca": client_ca, "rogue_ca": rogue_ca}
+
+
+# --- PostgreSQL: one real server for the session (see pgutil.py) -------------------------
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server in a temporary folder (skips with the reason when impossible)."""
+    from pgutil import server_or_skip
+    server = server_or_skip()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def pg_url(postgres_server):
+    """URL of a new, empty database on the session's PostgreSQL server."""
+    return postgres_server.new_database()

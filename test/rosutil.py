@@ -17,14 +17,15 @@ from rclpy.qos import qos_profile_sensor_data
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
-def child_env(**extra: str) -> dict:
-    """Environment for a child process: this run's ROS domain, loopback DDS, the source tree."""
+def child_env(**extra: Optional[str]) -> dict:
+    """Environment for a child process: this run's ROS domain, loopback DDS, the source tree;
+    ``extra`` adds variables (None removes one)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
-    return env
+    return {key: value for key, value in env.items() if value is not None}
 
 
 class Proc:

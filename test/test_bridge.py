@@ -659,3 +659,99 @@ def test_bridge_thread_reports_start_errors(tls):
         first.stop()
     assert not any(t.name == "facerec-bridge" and t.is_alive() for t in threading.enumerate()
                    if t is not second._thread)
+
+
+def test_ws_client_keeps_one_frame_in_flight_after_a_reply_time_out(tls):
+    """The first frame's reply comes after the client's time-out: the client sends the next
+    frame then, but the late reply must not free a second slot (it is the first frame's), and
+    its latency is the first frame's (not an impossible few ms for the frame sent since)."""
+    slow, normal, timeout = 2.5, 0.25, 1.5
+    seen = {"frames": 0, "results": 0}
+    outstanding_at_arrival = []
+    inner = light_processor()
+
+    def process(client_id, data, settings):
+        time.sleep(slow if seen["results"] == 0 else normal)
+        return inner(client_id, data, settings)
+
+    def on_frame(*args):
+        outstanding_at_arrival.append(seen["frames"] - seen["results"])
+        seen["frames"] += 1
+
+    def on_result(*args):
+        seen["results"] += 1
+
+    async def scenario():
+        results = []
+        server = BridgeServer(config(tls), process, on_frame=on_frame, on_result=on_result)
+        await server.start()
+        try:
+            client = BridgeClient(
+                f"wss://127.0.0.1:{server.port}", ClientSettings("cam", objects_enabled=False),
+                token=TOKEN, cafile=tls["paths"]["ca.pem"], on_result=results.append,
+                result_timeout=timeout)
+            task = asyncio.create_task(client.run(iter(lambda: RED, None)))
+            await until(lambda: len(results) >= 8, timeout=30)
+            client.stop()
+            await task
+        finally:
+            await server.stop()
+        return client, results
+
+    client, results = run(scenario())
+    assert client.stats.result_timeouts == 1
+    latencies = [r.latency for r in results if r.latency is not None]
+    # the late reply is accounted to the slow first frame
+    assert latencies[0] >= slow - 0.05, latencies
+    # every later reply belongs to a frame that waited at least one processing time
+    assert min(latencies[1:]) >= normal - 0.05, latencies
+    # after the late reply, each frame arrives when the previous one has been answered
+    assert outstanding_at_arrival[:2] == [0, 1], outstanding_at_arrival
+    assert outstanding_at_arrival[2:] == [0] * len(outstanding_at_arrival[2:]), \
+        outstanding_at_arrival
+
+
+def test_ws_client_recovers_when_a_frame_gets_no_reply(tls):
+    """A frame the server never answers (its processing failed): after the time-out the next
+    frame's reply is first taken for the lost frame's, the accounting gets back in step after
+    at most one more time-out, and then one frame is in flight at a time."""
+    normal, timeout = 0.25, 1.5
+    seen = {"frames": 0, "done": 0}
+    outstanding_at_arrival = []
+    inner = light_processor()
+
+    def process(client_id, data, settings):
+        try:
+            time.sleep(normal)
+            if seen["done"] == 0:
+                raise ValueError("this frame is lost")
+            return inner(client_id, data, settings)
+        finally:
+            seen["done"] += 1
+
+    def on_frame(*args):
+        outstanding_at_arrival.append(seen["frames"] - seen["done"])
+        seen["frames"] += 1
+
+    async def scenario():
+        results = []
+        server = BridgeServer(config(tls), process, on_frame=on_frame)
+        await server.start()
+        try:
+            client = BridgeClient(
+                f"wss://127.0.0.1:{server.port}", ClientSettings("cam", objects_enabled=False),
+                token=TOKEN, cafile=tls["paths"]["ca.pem"], on_result=results.append,
+                result_timeout=timeout)
+            task = asyncio.create_task(client.run(iter(lambda: RED, None)))
+            await until(lambda: len(results) >= 8, timeout=30)
+            client.stop()
+            await task
+        finally:
+            await server.stop()
+        return client, results
+
+    client, results = run(scenario())
+    assert client.stats.result_timeouts <= 2, client.stats
+    # once back in step, every frame arrives after the previous one was answered
+    assert outstanding_at_arrival[3:] == [0] * len(outstanding_at_arrival[3:]), \
+        outstanding_at_arrival

@@ -111,7 +111,7 @@ class TestCameras(unittest.TestCase):
             self.assertEqual((image.shape[1], image.shape[0]), size, ns)
             self.assertEqual(msg.header.frame_id, frame_id, ns)
             [info] = self.node.get_publishers_info_by_topic(f"/{ns}/camera/image/compressed")
-            self.assertEqual(info.qos_profile.reliability, ReliabilityPolicy.BEST_EFFORT)
+            self.assertEqual(info.qos_profile.reliability, ReliabilityPolicy.RELIABLE)
         seen.update(process_tree(info.pid for info in proc_info))
 
     def test_run_time_and_read_only_parameters(self):

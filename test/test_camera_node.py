@@ -135,7 +135,8 @@ def test_folder_and_pattern_sources_namespaces_parameters_and_signals(
     pattern = graph.subscribe_sensor(CompressedImage, "/robot_b/camera/image/compressed")
     folder_proc = start(tmp_path, "folder", {"source": str(folder), "fps": 10}, "/robot_a")
     pattern_proc = start(tmp_path, "pattern", {"source": "pattern", "width": 320,
-                                               "height": 240, "fps": 10.0}, "/robot_b")
+                                               "height": 240, "fps": 10.0,
+                                               "reliability": "best_effort"}, "/robot_b")
     try:
         got = receive(folder_proc, faces, 7)
         shapes = [decode(m).shape for m in got]
@@ -146,6 +147,8 @@ def test_folder_and_pattern_sources_namespaces_parameters_and_signals(
         got = receive(pattern_proc, pattern, 3)
         endpoints = graph.node.get_publishers_info_by_topic("/robot_b/camera/image/compressed")
         assert [e.qos_profile.reliability for e in endpoints] == [ReliabilityPolicy.BEST_EFFORT]
+        endpoints = graph.node.get_publishers_info_by_topic("/robot_a/camera/image/compressed")
+        assert [e.qos_profile.reliability for e in endpoints] == [ReliabilityPolicy.RELIABLE]
         assert all(decode(m).shape == (240, 320, 3) and m.header.frame_id == "camera"
                    for m in got)
         node = "/robot_b/facerec_camera"
@@ -180,6 +183,7 @@ def test_folder_and_pattern_sources_namespaces_parameters_and_signals(
     ({"source": "pattern", "fps": 0}, "fps must be >= 0.1, got 0.0"),  # an integer: 0.0
     ({"source": "/dev/video77"}, "no such camera device: /dev/video77"),
     ({"source": "pattern", "topic": "bad topic!"}, "topic name"),
+    ({"source": "pattern", "reliability": "sometimes"}, "reliability must be one of"),
 ])
 def test_bad_configuration_exits_non_zero_with_a_clear_message(params, message):
     result = subprocess.run([sys.executable, "-m", MODULE, "--ros-args"] + ros_args(params),

@@ -101,12 +101,15 @@ def test_server_yaml_object_model_example_is_complete_and_valid():
 
 
 def test_qos_of_camera_and_server_defaults_match():
-    """The camera publishes best effort; the server's default subscription must accept it."""
-    from facerec_camera.camera_node import IMAGE_QOS
+    """Camera and server default to reliable images (bench/bench_link.py: a lossy link then
+    costs frames per second, not frames); both offer best effort as well."""
+    from facerec_camera.camera_node import image_qos
     _, server = load_params(CONFIG / "server.yaml")
     _, camera = load_params(CONFIG / "camera.yaml")
-    assert IMAGE_QOS.reliability == ReliabilityPolicy.BEST_EFFORT
-    assert server["image_reliability"] == "best_effort"
+    assert image_qos(camera["reliability"]).reliability == ReliabilityPolicy.RELIABLE
+    assert image_qos("best_effort").reliability == ReliabilityPolicy.BEST_EFFORT
+    assert image_qos("reliable").depth == image_qos("best_effort").depth == 1
+    assert server["image_reliability"] == "reliable"
     assert camera["topic"] in server["image_topics"]
     assert not camera["topic"].startswith("/") and not server["image_topics"][0].startswith("/")
 
@@ -271,6 +274,6 @@ def test_launched_camera_feeds_server_in_the_namespace(launched):
     [pub] = graph.node.get_publishers_info_by_topic(topic)
     subs = graph.node.get_subscriptions_info_by_topic(topic)
     assert pub.node_name == "facerec_camera" and pub.node_namespace == f"/{NAMESPACE}"
-    assert pub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+    assert pub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
     assert [s.node_name for s in subs] == ["facerec_server"]
-    assert subs[0].qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+    assert subs[0].qos_profile.reliability == ReliabilityPolicy.RELIABLE

@@ -134,3 +134,18 @@ def test_gallery_swap_is_atomic_under_concurrent_matching():
         thread.join()
     assert not errors, errors[:3]
     assert seen <= {"a", "b"} and seen
+
+
+def test_float32_search_reports_exact_float64_distances():
+    """The matrix is float32 (half the memory traffic); the reported distance is exact."""
+    rng = np.random.default_rng(11)
+    gallery = rng.normal(0, 0.12, (3000, 128)).astype(np.float32)
+    queries = gallery[rng.choice(3000, 40)] + rng.normal(0, 0.01, (40, 128))
+    matcher = Matcher(threshold=0.6)
+    matcher.set_gallery([f"p{i}" for i in range(3000)], gallery)
+    assert matcher._gallery[1].dtype == np.float32
+    for query, match in zip(queries, matcher.match(queries)):
+        distances = np.linalg.norm(gallery.astype(np.float64) - query, axis=1)
+        best = int(np.argmin(distances))
+        assert match.name == f"p{best}"
+        assert match.distance == pytest.approx(distances[best], abs=1e-12)

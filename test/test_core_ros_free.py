@@ -5,7 +5,8 @@ import subprocess
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-ROS_FREE = ["facerec_server/core", "facerec_server/dlibnet", "facerec_server/eval",
+ROS_FREE = ["facerec_server/core", "facerec_server/core/gallery",
+            "facerec_server/dlibnet", "facerec_server/eval",
             "facerec_server/bridge", "facerec_server/enroll_cli.py",
             "facerec_server/params.py", "facerec_camera/sources.py", "facerec_camera/encode.py",
             "facerec_camera/rate.py", "facerec_camera/pipeline.py", "facerec_camera/ws_client.py"]

@@ -33,8 +33,16 @@ def photos(tmp_path, astronaut):
     return folder
 
 
-def test_add_list_export_forget(tmp_path, photos):
-    gallery = tmp_path / "g" / "gallery.db"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path):
+    """--gallery value: an SQLite file, or a new database on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return tmp_path / "g" / "gallery.db"
+    return request.getfixturevalue("pg_url")
+
+
+def test_add_list_export_forget(location, tmp_path, photos):
+    gallery = location
     code, out, err = run(gallery, "add", "alice", photos / "astronaut.png",
                          photos / "mirror.jpg", photos / "blank.png", "--progress")
     assert code == 0, err
@@ -88,7 +96,7 @@ def test_failures_exit_non_zero(tmp_path, photos):
     assert run(gallery)[0] == 2  # no command: usage error
 
 
-def test_add_folder_and_import_reference(tmp_path, photos):
+def test_add_folder_and_import_reference(location, tmp_path, photos):
     people = tmp_path / "people"
     for name, files in {"alice": ["astronaut.png", "mirror.jpg"], "messi": ["messi.jpg"],
                         "empty": []}.items():
@@ -96,7 +104,7 @@ def test_add_folder_and_import_reference(tmp_path, photos):
         for file in files:
             shutil.copy(photos / file, people / name / file)
     (people / "notes.txt").write_text("ignored")
-    gallery = tmp_path / "gallery.db"
+    gallery = location
     code, out, err = run(gallery, "add-folder", people, "--min-face-size", "30")
     assert code == 1  # 'empty' has no photos
     assert "empty: no .jpg/.jpeg/.png photos" in err and "2 of 3 people enrolled" in err
@@ -111,6 +119,13 @@ def test_add_folder_and_import_reference(tmp_path, photos):
     assert "imported photos/astronaut.png as 'eileen'" in out
     assert "skipped photos/nope.jpg ('ghost'): cannot read" in err
     assert run(gallery, "list")[1] == "alice\t2\neileen\t1\nmessi\t1\n"
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path):
+    code, out, err = run(f"postgresql://facerec:s3cret@/facerec?host={tmp_path}", "list")
+    assert code == 1 and out == ""
+    assert err.startswith("facerec-enroll: error: cannot connect to the gallery database")
+    assert err.count("\n") == 1 and "s3cret" not in err
 
 
 def test_cli_does_not_import_rclpy(tmp_path):

@@ -1,4 +1,8 @@
-"""Gallery store: contents, validation, foreign/old/new files, several processes."""
+"""Gallery store: contents, validation, foreign/old/new files, several processes.
+
+Tests taking ``location`` run on both backends: an SQLite file and a database on a real
+PostgreSQL server (skipped, with the reason, where PostgreSQL cannot run).
+"""
 import json
 import os
 import sqlite3
@@ -37,9 +41,17 @@ def path(tmp_path):
     return str(tmp_path / "sub" / "dir" / "gallery.db")
 
 
-def test_add_list_forget_matrix(path):
-    with Gallery(path) as gallery:
-        assert os.path.isfile(path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path):
+    """A new gallery's location: an SQLite path, or a postgresql:// URL of a new database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "sub" / "dir" / "gallery.db")
+    return request.getfixturevalue("pg_url")
+
+
+def test_add_list_forget_matrix(location):
+    with Gallery(location) as gallery:
+        assert os.path.isfile(location) or location.startswith("postgresql://")
         assert gallery.people() == []
         names, matrix = gallery.matrix()
         assert names == [] and matrix.shape == (0, 128) and matrix.dtype == np.float32
@@ -68,12 +80,12 @@ def test_add_list_forget_matrix(path):
         assert gallery.forget("alice") == 0  # unknown: 0, not an error
         assert gallery.people() == [("bob", 2)]
         assert gallery.matrix()[0] == ["bob", "bob"]
-    with Gallery(path) as again:  # persisted
+    with Gallery(location) as again:  # persisted
         assert again.people() == [("bob", 2)]
 
 
-def test_conflict_check_and_force(path):
-    with Gallery(path) as gallery:
+def test_conflict_check_and_force(location):
+    with Gallery(location) as gallery:
         gallery.add_samples("alice", _descriptors(2, 1, 0.0))
         token = gallery.change_token()
         close_to_alice = _descriptors(1, 3, 0.0)
@@ -88,8 +100,8 @@ def test_conflict_check_and_force(path):
 
 @pytest.mark.parametrize("name", ["", "   ", "x" * 65, "al\nice", "a\x00b", "tab\there",
                                   "bidi\u202eevil", " alice", "alice "])
-def test_invalid_names_write_nothing(path, name):
-    with Gallery(path) as gallery:
+def test_invalid_names_write_nothing(location, name):
+    with Gallery(location) as gallery:
         gallery.add_samples("alice", _descriptors(1, 1))
         before = (gallery.people(), gallery.change_token())
         with pytest.raises(EnrollmentError) as info:
@@ -100,15 +112,15 @@ def test_invalid_names_write_nothing(path, name):
         assert (gallery.people(), gallery.change_token()) == before
 
 
-def test_valid_names(path):
-    with Gallery(path) as gallery:
+def test_valid_names(location):
+    with Gallery(location) as gallery:
         for index, name in enumerate(["x" * 64, "Zoë Ångström", "李小龙", "o'brien-smith jr."]):
             assert gallery.add_samples(name, _descriptors(1, index, index)) == 1
         assert len(gallery.people()) == 4
 
 
-def test_bad_samples_write_nothing(path):
-    with Gallery(path) as gallery:
+def test_bad_samples_write_nothing(location):
+    with Gallery(location) as gallery:
         with pytest.raises(EnrollmentError, match="no samples"):
             gallery.add_samples("alice", [])
         with pytest.raises(EnrollmentError, match="128 values"):
@@ -182,8 +194,8 @@ def test_new_file_is_identified(path):
     assert sorted(os.listdir(os.path.dirname(path))) == ["gallery.db"]  # no temp leftovers
 
 
-def test_threads_share_one_gallery(path):
-    gallery = Gallery(path)
+def test_threads_share_one_gallery(location):
+    gallery = Gallery(location)
     errors = []
 
     def writer(index):
@@ -260,8 +272,8 @@ def test_other_process_writes_while_this_one_reads(path):
     gallery.close()
 
 
-def test_change_token_sees_other_process(path):
-    with Gallery(path) as gallery:
+def test_change_token_sees_other_process(location):
+    with Gallery(location) as gallery:
         first = gallery.change_token()
         child = _child("""
             import sys
@@ -269,7 +281,7 @@ def test_change_token_sees_other_process(path):
             from facerec_server.core.gallery import Gallery
             with Gallery(sys.argv[1]) as gallery:
                 gallery.add_samples("other", np.ones((1, 128), np.float32))
-        """, path)
+        """, location)
         _, err = child.communicate(timeout=30)
         assert child.returncode == 0, err
         second = gallery.change_token()
@@ -279,7 +291,7 @@ def test_change_token_sees_other_process(path):
             from facerec_server.core.gallery import Gallery
             with Gallery(sys.argv[1]) as gallery:
                 assert gallery.forget("other") == 1
-        """, path)
+        """, location)
         _, err = child.communicate(timeout=30)
         assert child.returncode == 0, err
         assert gallery.change_token() not in (first, second)

@@ -214,7 +214,7 @@ def test_no_absolute_names_except_enclaves(launch_files):
                             if "enclave" in arg}
         for node in ast.walk(launch.tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                    and node.value.startswith("/"):
+                    and node.value.startswith("/") and node.value != "/":  # "/" joins names
                 assert node.value in enclave_defaults, f"{name}: absolute name {node.value!r}"
         for node in launch.nodes:
             assert "remappings" not in node, f"{name}: remappings are not needed"
@@ -391,6 +391,27 @@ def test_server_launch_command_lines(tmp_path):
         ("--log-level", "info"), ("--enclave", "/facerec/bridge"),
         ("-r", "__node:=facerec_bridge"), ("-r", "__ns:=/ws"),
         ("--params-file", str(share / "config" / "bridge.yaml"))]
+
+
+def test_server_launch_serves_a_group_of_cameras_with_a_shared_gallery(tmp_path):
+    """One server per group of camera namespaces, on any machine, one PostgreSQL gallery."""
+    url = "postgresql://facerec@db-host/facerec"
+    nodes = _commands(tmp_path, "server.launch.py", 2, namespace="ws2", use_bridge="true",
+                      cameras="robot3, /robot4/,robot5", gallery=url)
+    server, bridge = _ros_args(nodes["facerec_server"][0]), _ros_args(nodes["facerec_bridge"][0])
+    assert server[1:3] == [("-r", "__node:=facerec_server"), ("-r", "__ns:=/ws2")]
+
+    def overrides(node, pairs):  # launch_ros writes lists as !!python/tuple (rcl reads them)
+        [body] = yaml.full_load(nodes[node][1][pairs[-1][1]]).values()
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in body["ros__parameters"].items()}
+    assert overrides("facerec_server", server) == {
+        "image_topics": ["/robot3/camera/image/compressed", "/robot4/camera/image/compressed",
+                         "/robot5/camera/image/compressed"],
+        "gallery.path": url}
+    assert overrides("facerec_bridge", bridge) == {"gallery.path": url}
+    [(argv, files)] = _commands(tmp_path, "server.launch.py", 1, cameras=" , ").values()
+    assert len(files) == 1  # nothing named: the parameter file alone
 
 
 def test_bringup_launch_forwards_its_arguments(tmp_path):

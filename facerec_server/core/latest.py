@@ -55,7 +55,8 @@ class InputStats:
     """
 
     COUNTERS = ("received", "processed", "dropped_replaced", "dropped_stale",
-                "dropped_disabled", "decode_errors", "errors")
+                "dropped_future", "dropped_disabled", "decode_errors", "errors", "lost",
+                "incompatible_qos")
 
     def __init__(self, window: int = 1000):
         self._lock = threading.Lock()

@@ -52,7 +52,10 @@ class Interrupted(Exception):
 
 # --- environment ---------------------------------------------------------------------------
 def loopback_env() -> None:
-    """Keep DDS on this machine; one ROS domain per run unless the user chose one."""
+    """Keep DDS on this machine; one ROS domain per run unless the user chose one; the
+    project's transport settings (config/fastdds.xml) unless the user has their own."""
+    from facerec_camera.transport import default_share_dir, profile_env
+    os.environ.update(profile_env(default_share_dir()))
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # Jazzy and later
     if os.environ.get("ROS_DISTRO", "") in ("humble", "iron"):
         os.environ["ROS_LOCALHOST_ONLY"] = "1"

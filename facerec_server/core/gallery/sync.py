@@ -1,0 +1,69 @@
+"""Keep an in-memory matcher equal to the gallery, whichever process changes it."""
+from __future__ import annotations
+
+import threading
+import time
+
+from .base import Gallery
+
+
+class GalleryMatcherSync:
+    """Keeps a matcher's gallery matrix equal to the gallery's content.
+
+    ``matcher`` needs ``set_gallery(names, descriptors)`` (core.match.Matcher). It listens
+    through the gallery's :meth:`~facerec_server.core.gallery.base.Gallery.watch`:
+
+    * **pushed** (PostgreSQL LISTEN/NOTIFY): the matcher is reloaded from the watch's thread
+      as soon as any process commits. :meth:`refresh` then never touches the database, so
+      frames never wait for it, and while the database is unreachable recognition goes on
+      with the last gallery loaded (the watch reloads once it is back).
+    * **polled** (SQLite): call :meth:`refresh` often (e.g. once per frame); it costs one
+      small query at most every ``min_interval`` seconds and reloads the matrix only when
+      any process changed the file.
+    """
+
+    def __init__(self, gallery: Gallery, matcher, min_interval: float = 0.5,
+                 clock=time.monotonic):
+        self.gallery = gallery
+        self.matcher = matcher
+        self._lock = threading.RLock()
+        self.reloads = 0  # how many times the matcher was loaded
+        with self._lock:  # a pushing watch's first call waits until _watch is set
+            self._watch = gallery.watch(self._reload, min_interval=min_interval, clock=clock)
+
+    @property
+    def pushed(self) -> bool:
+        """True when changes are pushed by the database (refresh() is then free)."""
+        return self._watch.pushed
+
+    @property
+    def connected(self) -> bool:
+        """False while a pushed watch has lost its database connection."""
+        return self._watch.connected
+
+    def _reload(self) -> None:
+        with self._lock:
+            token, names, descriptors = self.gallery.snapshot()
+            self.matcher.set_gallery(names, descriptors)
+            self._watch.loaded(token)
+            self.reloads += 1
+
+    def refresh(self, force: bool = False) -> bool:
+        """Reload the matcher if the gallery changed (always when ``force``); True if it did.
+
+        Raises GalleryError only when ``force`` (or a polled check) cannot read the gallery;
+        the matcher keeps its gallery then.
+        """
+        if self._watch.pushed and not force:
+            return False  # the watch reloads by itself; never wait on the database here
+        with self._lock:
+            before = self.reloads
+            if force:
+                self._reload()
+            else:
+                self._watch.poll()
+            return self.reloads != before
+
+    def close(self) -> None:
+        """Stop watching (the gallery's close() does this too)."""
+        self._watch.close()
