@@ -42,6 +42,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage
 
 from facerec_server import node_process
+from facerec_server.core.images import DEFAULT_MAX_PIXELS
 from facerec_server.params import ParamSpec
 from facerec_server.ros_params import declare
 
@@ -141,6 +142,11 @@ SPECS: Tuple[ParamSpec, ...] = (
               "Reliable only: seconds to wait for every subscriber to acknowledge a frame before "
               "sending the newest one anyway (counted and reported as unacknowledged)",
               low=0.01, high=60.0),
+    ParamSpec("max_image_pixels", DEFAULT_MAX_PIXELS, "int",
+              "Largest image or video frame decoded from a file source, in pixels (width x "
+              "height): an image declaring more is skipped with a warning (read from its "
+              "header, before decoding), a video with larger frames is refused",
+              low=1, high=1_000_000_000, read_only=True),
     ParamSpec("match_server_rate", True, "bool",
               "Send no faster than the server processes this topic's frames (its /diagnostics "
               "processing_time_median): a frame then arrives when the server is about to be free "
@@ -212,7 +218,8 @@ class FacerecCamera(Node):
     def _make_encoder(self, overrides: Optional[dict] = None) -> FrameEncoder:
         resize = float(self._param("resize", overrides))
         return FrameEncoder(int(self._param("jpeg_quality", overrides)),
-                            None if resize == 1.0 else resize)
+                            None if resize == 1.0 else resize,
+                            max_pixels=int(self._param("max_image_pixels")))
 
     # --- capture ----------------------------------------------------------------------------
     def start(self, run: bool = True) -> None:
@@ -226,7 +233,9 @@ class FacerecCamera(Node):
         self._wait_for_subscribers(float(p("wait_for_subscribers")))
         try:
             source = open_source(p("source"), width=p("width"), height=p("height"), fps=fps,
-                                 loop=p("loop"), passthrough=p("mjpeg_passthrough"))
+                                 loop=p("loop"), passthrough=p("mjpeg_passthrough"),
+                                 max_pixels=p("max_image_pixels"))
+            source.log = self.get_logger()
             source.open()
         except SourceError as exc:
             raise ConfigError(str(exc)) from exc

@@ -8,10 +8,12 @@ then the camera's, not ``jpeg_quality``.
 from __future__ import annotations
 
 import numbers
-from typing import Optional, Tuple, Union
+from typing import Tuple, Union
 
 import cv2
 import numpy as np
+
+from facerec_server.core.images import DEFAULT_MAX_PIXELS, ImageDecodeError, check_encoded_size
 
 from .sources import Frame
 
@@ -55,10 +57,11 @@ class FrameEncoder:
     """Turns :class:`~facerec_camera.sources.Frame` objects (or BGR arrays) into JPEG bytes."""
 
     def __init__(self, jpeg_quality: int = 80, resize: Resize = None,
-                 interpolation: int = cv2.INTER_AREA):
+                 interpolation: int = cv2.INTER_AREA, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.jpeg_quality = _validate_quality(jpeg_quality)
         self.resize = _validate_resize(resize)
         self.interpolation = interpolation
+        self.max_pixels = int(max_pixels)  # a camera JPEG declaring more is not decoded
         self._params = [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality]
         self.passthrough_count = 0
         self.encoded_count = 0
@@ -101,10 +104,15 @@ class FrameEncoder:
         return buf.tobytes()
 
     def _decode(self, jpeg: bytes) -> Tuple[np.ndarray, Tuple[int, int]]:
-        """(image, full-size (w, h)); libjpeg scales down while decoding when that suffices."""
+        """(image, full-size (w, h)); libjpeg scales down while decoding when that suffices.
+        EncodeError for a frame over ``max_pixels`` (read from its header, as libjpeg
+        reads it) or one that does not decode."""
         flag = cv2.IMREAD_COLOR
-        full = _jpeg_size(jpeg)
-        if full is not None and isinstance(self.resize, float):
+        try:
+            full = check_encoded_size(jpeg, self.max_pixels)
+        except ImageDecodeError as exc:
+            raise EncodeError(f"a JPEG frame from the source is refused: {exc}") from None
+        if isinstance(self.resize, float):
             for reduced, factor in ((cv2.IMREAD_REDUCED_COLOR_4, 0.25),
                                     (cv2.IMREAD_REDUCED_COLOR_2, 0.5)):
                 if self.resize <= factor:
@@ -113,21 +121,4 @@ class FrameEncoder:
         image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), flag)
         if image is None:
             raise EncodeError("a JPEG frame from the source cannot be decoded")
-        return image, (full if full is not None else (image.shape[1], image.shape[0]))
-
-
-def _jpeg_size(jpeg: bytes) -> Optional[Tuple[int, int]]:
-    """(width, height) from a JPEG's SOF header, None when not found."""
-    pos = 2
-    while pos + 9 < len(jpeg) and jpeg[pos] == 0xFF:
-        marker = jpeg[pos + 1]
-        length = int.from_bytes(jpeg[pos + 2:pos + 4], "big")
-        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,
-                      0xCF):
-            height = int.from_bytes(jpeg[pos + 5:pos + 7], "big")
-            width = int.from_bytes(jpeg[pos + 7:pos + 9], "big")
-            return (width, height)
-        if marker == 0xDA:
-            return None
-        pos += 2 + length
-    return None
+        return image, full

@@ -12,6 +12,14 @@ A :class:`Frame` carries either a decoded BGR image, or JPEG bytes straight from
 frame was grabbed). ``read()`` raises :class:`SourceError` when a device stops delivering
 frames (for example a USB camera that was unplugged); ``live`` sources may then be re-opened.
 
+Every image a source decodes is first checked against ``max_pixels`` (default
+:data:`~facerec_server.core.images.DEFAULT_MAX_PIXELS`) from its header, read the way the
+decoder reads it, and image files are read only when they are regular files of a sane size
+(:mod:`facerec_server.core.files`): a FIFO, ``/dev/zero`` or a small file declaring a
+30000x30000 picture is skipped with a warning on ``source.log`` instead of hanging the
+camera or taking gigabytes. Video frames are decoded by FFmpeg (its own limit, about 268
+megapixels, applies first); a video whose frames exceed ``max_pixels`` is refused.
+
 Spec strings understood by :func:`open_source`:
 
 * ``"0"``, ``"1"`` ... or ``"/dev/videoN"``: a V4L2 / USB camera through OpenCV
@@ -24,8 +32,10 @@ Spec strings understood by :func:`open_source`:
 """
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
+import re
 import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Union
@@ -33,7 +43,12 @@ from typing import List, Optional, Sequence, Union
 import cv2
 import numpy as np
 
+from facerec_server.core import files
+from facerec_server.core.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+#: What the image files of a folder source may hold (core.images.decode_image formats).
+IMAGE_FORMATS = ("jpeg", "png", "bmp")
 MJPG_FOURCC = cv2.VideoWriter_fourcc(*"MJPG")
 
 __all__ = [
@@ -67,6 +82,11 @@ class FrameSource:
     live = False
     #: Human-readable description for log messages.
     description = "source"
+    #: Where a source reports what it skips (``warning(text)``); the camera node puts its
+    #: ROS logger here.
+    log = logging.getLogger("facerec_camera")
+    #: Images larger than this (width x height) are refused from their header.
+    max_pixels = DEFAULT_MAX_PIXELS
 
     def __init__(self):
         self._opened = False
@@ -245,7 +265,10 @@ class OpenCVCameraSource(FrameSource):
             # Not a JPEG buffer after all: switch to decoded frames for good.
             self._raw = False
             self._cap.set(cv2.CAP_PROP_CONVERT_RGB, 1)
-            decoded = cv2.imdecode(flat, cv2.IMREAD_COLOR) if is_jpeg(flat) else None
+            try:
+                decoded = decode_image(flat.tobytes(), "jpeg", self.max_pixels)
+            except ImageDecodeError:
+                decoded = None
             if decoded is not None:
                 return Frame(decoded, None, now)
             ok, data = self._cap.read()
@@ -337,14 +360,30 @@ class VideoFileSource(FrameSource):
         return cap
 
     def _open(self) -> None:
-        if not self.path.is_file():
-            raise SourceError(f"{self.description}: no such file")
+        try:
+            files.check_regular(self.path, "video file")
+        except files.UnusableFile as exc:
+            raise SourceError(str(exc)) from None
         cap = self._open_capture()
+        size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        if size[0] * size[1] > self.max_pixels:
+            cap.release()
+            raise SourceError(f"{self.description} has frames of {size[0]}x{size[1]} = "
+                              f"{size[0] * size[1]} pixels, more than max_pixels="
+                              f"{self.max_pixels}: scale the video down or raise the limit")
         ok, image = cap.read()
         if not ok or image is None:
             cap.release()
             raise SourceError(f"{self.description} has no readable frames")
         self._cap, self._pending = cap, image
+        self._check_frame(image)
+
+    def _check_frame(self, image: np.ndarray) -> None:
+        height, width = image.shape[:2]
+        if width * height > self.max_pixels:
+            raise SourceError(f"{self.description} has a frame of {width}x{height} = "
+                              f"{width * height} pixels, more than max_pixels="
+                              f"{self.max_pixels}")
 
     def _read(self) -> Optional[Frame]:
         if self._pending is not None:
@@ -360,6 +399,7 @@ class VideoFileSource(FrameSource):
             ok, image = self._cap.read()
             if not ok or image is None:
                 raise SourceError(f"{self.description} could not be restarted")
+        self._check_frame(image)
         return Frame(image, None, time.time())
 
     def _close(self) -> None:
@@ -372,7 +412,10 @@ class VideoFileSource(FrameSource):
 class ImageFolderSource(FrameSource):
     """Images (jpg/png/bmp, sorted by name) from a directory, or one image file, in turn.
 
-    Unreadable files are skipped; ``SourceError`` when none of them can be read.
+    Files that cannot be used (not a regular file, over :data:`files.MAX_IMAGE_FILE` bytes,
+    not decodable, more than ``max_pixels``) are skipped with one warning each on
+    ``log``; ``open()`` reads the first usable image, so a folder where none can be read
+    fails at once with ``SourceError``.
     """
 
     def __init__(self, path: Union[str, os.PathLike], loop: bool = False):
@@ -385,6 +428,7 @@ class ImageFolderSource(FrameSource):
         self._index = 0
         self.skipped: List[pathlib.Path] = []
         self.delivered = 0
+        self._pending: Optional[np.ndarray] = None
 
     @staticmethod
     def list_images(folder: pathlib.Path) -> List[pathlib.Path]:
@@ -393,17 +437,29 @@ class ImageFolderSource(FrameSource):
 
     def _open(self) -> None:
         if self.path.is_dir():
-            files = self.list_images(self.path)
-            if not files:
+            images = self.list_images(self.path)
+            if not images:
                 raise SourceError(f"{self.description} holds no {'/'.join(IMAGE_EXTENSIONS)} "
                                   "images")
-        elif self.path.is_file():
-            files = [self.path]
+        elif os.path.lexists(self.path):
+            images = [self.path]  # checked to be a regular file when it is read
         else:
             raise SourceError(f"{self.description}: no such file or directory")
-        self.files, self._index, self.skipped, self.delivered = files, 0, [], 0
+        self.files, self._index, self.skipped, self.delivered = images, 0, [], 0
+        self._pending = None
+        self._pending = self._next_image()  # SourceError now when none can be read
 
-    def _read(self) -> Optional[Frame]:
+    def _load(self, path: pathlib.Path) -> Optional[np.ndarray]:
+        try:
+            data = files.read_regular(path, "image", files.MAX_IMAGE_FILE)
+            return decode_image(data, max_pixels=self.max_pixels, formats=IMAGE_FORMATS)
+        except (files.UnusableFile, ImageDecodeError) as exc:
+            if path not in self.skipped:
+                self.skipped.append(path)
+                self.log.warning(f"{self.description}: skipping {path.name}: {exc}")
+            return None
+
+    def _next_image(self) -> Optional[np.ndarray]:
         attempts = 0
         while attempts < len(self.files):
             if self._index >= len(self.files):
@@ -412,16 +468,23 @@ class ImageFolderSource(FrameSource):
                 self._index = 0
             path = self.files[self._index]
             self._index += 1
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            image = self._load(path)
             if image is not None:
-                self.delivered += 1
-                return Frame(image, None, time.time())
+                return image
             attempts += 1
-            if path not in self.skipped:
-                self.skipped.append(path)
         if self.delivered and not self.loop:
             return None  # the end
-        raise SourceError(f"{self.description}: none of the images can be read")
+        raise SourceError(f"{self.description}: none of the images can be read "
+                          f"({len(self.skipped)} skipped, see the warnings above)")
+
+    def _read(self) -> Optional[Frame]:
+        image, self._pending = self._pending, None
+        if image is None:
+            image = self._next_image()
+            if image is None:
+                return None
+        self.delivered += 1
+        return Frame(image, None, time.time())
 
 
 # --- Synthetic ------------------------------------------------------------------------------
@@ -482,12 +545,24 @@ def describe_specs() -> str:
 
 
 def open_source(spec: Union[str, int], width: int = 640, height: int = 480, fps: float = 15.0,
-                loop: bool = False, passthrough: bool = True) -> FrameSource:
+                loop: bool = False, passthrough: bool = True,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> FrameSource:
     """Build (but do not open) the source described by ``spec``; SourceError if unusable.
 
     ``width``/``height``/``fps`` are requested from cameras and size the test pattern; file
     sources keep their own size. ``loop`` applies to video files and image folders.
+    ``max_pixels``: images and video frames larger than this are refused (see the module
+    docstring).
     """
+    source = _source_for(spec, width, height, fps, loop, passthrough)
+    source.max_pixels = int(max_pixels)
+    return source
+
+
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
+
+
+def _source_for(spec, width, height, fps, loop, passthrough) -> FrameSource:
     if isinstance(spec, bool):
         raise SourceError(f"invalid source {spec!r}: expected {describe_specs()}")
     if isinstance(spec, int):
@@ -504,7 +579,13 @@ def open_source(spec: Union[str, int], width: int = 640, height: int = 480, fps:
         return PiCameraSource(width, height, fps)
     if text.isdigit():
         return OpenCVCameraSource(int(text), width, height, fps, passthrough)
-    path = pathlib.Path(os.path.expanduser(text))
+    if _URL.match(text):
+        raise SourceError(f"source {text!r} is a URL: network streams are not a source "
+                          f"facerec_camera reads; expected {describe_specs()}")
+    try:
+        path = pathlib.Path(files.expand_user(text, "source"))
+    except files.UnusableFile as exc:
+        raise SourceError(str(exc)) from None
     if text.startswith("/dev/"):
         if not path.exists():
             raise SourceError(f"no such camera device: {text}")
@@ -515,6 +596,10 @@ def open_source(spec: Union[str, int], width: int = 640, height: int = 480, fps:
         if path.suffix.lower() in IMAGE_EXTENSIONS:
             return ImageFolderSource(path, loop)
         return VideoFileSource(path, loop)
+    if path.exists():
+        kind = files.file_kind(path.stat().st_mode)
+        raise SourceError(f"source {text!r} is a {kind}, not a file, folder or camera: "
+                          f"expected {describe_specs()}")
     if os.sep in text or path.suffix:
         raise SourceError(f"no such file or directory: {text}")
     raise SourceError(f"unknown source {text!r}: expected {describe_specs()}")

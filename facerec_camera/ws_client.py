@@ -51,6 +51,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from facerec_server.bridge.protocol import (
     SERVER_COMMANDS, ClientSettings, Command, FaceTag, ObjectTag, ProtocolError,
     RedactingLogger, encode, parse_text)
+from facerec_server.core import files
+from facerec_server.core.images import DEFAULT_MAX_PIXELS
 
 LOG = logging.getLogger("facerec.ws_client")
 
@@ -426,9 +428,10 @@ def _camera_frames(args) -> Callable[[], Optional[bytes]]:
     from .encode import FrameEncoder
     from .sources import open_source
 
-    source = open_source(args.source, args.width, args.height, args.fps, loop=args.loop)
+    source = open_source(args.source, args.width, args.height, args.fps, loop=args.loop,
+                         max_pixels=args.max_pixels)
     source.open()
-    encoder = FrameEncoder(jpeg_quality=args.quality)
+    encoder = FrameEncoder(jpeg_quality=args.quality, max_pixels=args.max_pixels)
 
     def read() -> Optional[bytes]:
         frame = source.read()
@@ -453,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--loop", action="store_true", help="loop video files / folders")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help="largest image or video frame decoded from a file source, in "
+                             "pixels (default %(default)s)")
     auth = parser.add_argument_group("security")
     auth.add_argument("--token-file", help="file holding the bearer token (first line)")
     auth.add_argument("--token", help="bearer token (visible in `ps`; prefer --token-file or "
@@ -485,8 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _read_token(args) -> Optional[str]:
     if args.token_file:
-        with open(args.token_file, encoding="utf-8") as handle:
-            return handle.readline().strip() or None
+        text = files.read_regular(args.token_file, "token file", 1024 * 1024)
+        return text.decode("utf-8").partition("\n")[0].strip() or None
     return args.token or os.environ.get("FACEREC_BRIDGE_TOKEN") or None
 
 

@@ -226,7 +226,7 @@ class FacerecBridge(Node):
         try:
             if client.faces_enabled and settings.face_enabled:
                 result, _ = self._pool.run(face_workers.job_analyse, settings.face,
-                                           model_paths, jpeg, "jpeg",
+                                           model_paths, jpeg, "jpeg", settings.max_pixels,
                                            timeout=self._frame_timeout)
                 self._sync.refresh()
                 faces = result.faces
@@ -279,8 +279,8 @@ class FacerecBridge(Node):
                 return None
             started = time.perf_counter()
             objects = recognizer.recognize(
-                decode_image(jpeg, "jpeg"), client.label_count, client.deterministic,
-                self.settings.crops)
+                decode_image(jpeg, "jpeg", self.settings.max_pixels), client.label_count,
+                client.deterministic, self.settings.crops)
             return objects, time.perf_counter() - started
 
     def _objects_done(self, name: str, stamp: float, out) -> None:

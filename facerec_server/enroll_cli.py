@@ -21,11 +21,12 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from typing import List, Optional
 
+from .core import files
 from .core.gallery import (DEFAULT_PATH, DEFAULT_THRESHOLD, EnrollmentError, Gallery,
                            GalleryError, validate_name)
+from .core.images import DEFAULT_MAX_PIXELS
 from .core.models import ModelError
 
 # core.enroll and core.reference (OpenCV, dlib) are imported only by the commands that
@@ -85,9 +86,23 @@ def _common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     parser.add_argument("--threshold", type=float, default=default(DEFAULT_THRESHOLD),
                         metavar="D", help="distance below which a face counts as an already "
                         f"enrolled person (default {DEFAULT_THRESHOLD})")
+    parser.add_argument("--max-pixels", type=_positive, default=default(DEFAULT_MAX_PIXELS),
+                        metavar="N", help="largest photo decoded, in pixels (width x height); "
+                        "a photo declaring more is refused from its header (default "
+                        f"{DEFAULT_MAX_PIXELS})")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction,
                         default=default(None),
                         help="show a progress bar on stderr (default: when it is a terminal)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,7 +160,7 @@ def _gallery(args) -> Gallery:
 def _enroller(args, gallery: Gallery):
     from .core.enroll import EnrollConfig, Enroller, build_pipeline
     config = EnrollConfig(min_face_size=args.min_face_size, min_score=args.min_score,
-                          threshold=args.threshold)
+                          threshold=args.threshold, max_pixels=args.max_pixels)
     pipeline = build_pipeline(upsample=args.upsample, detector=args.detector,
                               threshold=args.threshold)
     pipeline.load()  # a missing model fails here with a clear ModelError
@@ -162,11 +177,12 @@ def _read_photos(paths: List[str], bar: Progress):
     loaded, failed = [], 0
     for path in paths:
         try:
-            with open(path, "rb") as handle:
-                loaded.append((handle.read(), path, "cli:" + os.path.abspath(path)))
-        except OSError as error:
-            bar.say(f"  {path}: cannot read ({error.strerror or error})")
+            data = files.read_regular(path, "photo", files.MAX_IMAGE_FILE)
+        except files.UnusableFile as error:
+            bar.say(f"  {path}: {error.reason}")
             failed += 1
+            continue
+        loaded.append((data, path, "cli:" + os.path.abspath(path)))
     return loaded, failed
 
 
@@ -295,16 +311,7 @@ def cmd_export(args) -> int:
     if not args.output or args.output == "-":
         sys.stdout.write(text)
         return 0
-    folder = os.path.dirname(os.path.abspath(args.output))
-    handle, temp = tempfile.mkstemp(prefix=".export-", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temp, args.output)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    files.write_file(args.output, text.encode("utf-8"), "export file")
     people = data["people"]
     print(f"wrote {len(people)} people, {sum(len(p['samples']) for p in people)} samples "
           f"to {args.output}", file=sys.stderr)

@@ -82,8 +82,9 @@ class ObjectRunner:
         settings = self._node.settings
         if not settings.objects_enabled:
             return None
-        return self._recognizer.recognize(decode_image(data, fmt), settings.label_count,
-                                          settings.deterministic, settings.crops)
+        return self._recognizer.recognize(decode_image(data, fmt, settings.max_pixels),
+                                          settings.label_count, settings.deterministic,
+                                          settings.crops)
 
     def _done(self, topic: str, token, results) -> None:
         if results is None or not self._node.settings.objects_enabled:

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
+from facerec_server.core.images import DEFAULT_MAX_PIXELS
+
 DETECTORS = ("hog", "hog_dlib", "cnn", "cnn_opencv")
 EMBEDDERS = ("dlib", "opencv")
 RELIABILITY = ("best_effort", "reliable")
@@ -99,6 +101,10 @@ SPECS: Tuple[ParamSpec, ...] = (
               "seconds between /diagnostics messages", low=0.1, high=60.0, read_only=True),
     ParamSpec("annotated.jpeg_quality", 80, "int",
               "JPEG quality of ~/annotated/compressed", low=1, high=100),
+    ParamSpec("max_image_pixels", DEFAULT_MAX_PIXELS, "int",
+              "largest image decoded, in pixels (width x height; a 12 MP photo is 12000000): "
+              "a frame, ~/enroll image or object model input declaring more is refused from its "
+              "header, before any memory is spent on it", low=1, high=1_000_000_000),
     # Face recognition
     ParamSpec("face_recognition.enabled", True, "bool",
               "run face detection and recognition; false stops the computation and ~/faces"),

@@ -168,7 +168,8 @@ class FacerecServer(Node):
 
     def _enroll_config(self) -> EnrollConfig:
         return replace(EnrollConfig(), min_face_size=self.settings.gallery_min_face_size,
-                       threshold=self.settings.face.threshold)
+                       threshold=self.settings.face.threshold,
+                       max_pixels=self.settings.max_pixels)
 
     # --- frames --------------------------------------------------------------------------
     def _input_events(self, entry: _Input) -> SubscriptionEventCallbacks:
@@ -212,7 +213,8 @@ class FacerecServer(Node):
         start = time.perf_counter()
         try:
             result, _ = self._pool.run(face_workers.job_analyse, settings.face, model_paths,
-                                       data, msg.format, timeout=FRAME_TIMEOUT)
+                                       data, msg.format, settings.max_pixels,
+                                       timeout=FRAME_TIMEOUT)
         except ImageDecodeError as exc:
             entry.stats.error("decode_errors", str(exc))
             self.get_logger().warning(f"{entry.topic}: dropped a frame: {exc}",
@@ -238,7 +240,8 @@ class FacerecServer(Node):
         if not (want_raw or want_jpeg):
             return  # nobody watches: no decode, no drawing, no encoding
         try:
-            image = draw_overlay(decode_image(data, msg.format), faces, entry.objects)
+            image = draw_overlay(decode_image(data, msg.format, settings.max_pixels), faces,
+                                 entry.objects)
         except ImageDecodeError:
             return
         if want_raw:

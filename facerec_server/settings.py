@@ -32,6 +32,7 @@ class ServerSettings:
     workers: int
     diagnostics_period: float
     annotated_quality: int
+    max_pixels: int
     face_enabled: bool
     face: FaceConfig
     model_overrides: Tuple[Tuple[str, str], ...]
@@ -63,6 +64,7 @@ class ServerSettings:
             publish_descriptors=bool(v["publish_descriptors"]), workers=int(v["workers"]),
             diagnostics_period=float(v["diagnostics_period"]),
             annotated_quality=int(v["annotated.jpeg_quality"]),
+            max_pixels=int(v["max_image_pixels"]),
             face_enabled=bool(v["face_recognition.enabled"]), face=face,
             model_overrides=overrides,
             gallery_path=os.path.expanduser(v["gallery.path"]),

@@ -97,9 +97,50 @@ def test_folder_source_errors(tmp_path):
         ImageFolderSource(tmp_path).open()
     (tmp_path / "x.png").write_bytes(b"garbage")
     for loop in (True, False):
-        source = ImageFolderSource(tmp_path, loop=loop).open()
+        # issue 21 item 14: found when the source opens (the camera exits 2 at start-up, as
+        # the README says), not at the first read (exit 1)
         with pytest.raises(SourceError, match="none of the images"):
-            source.read()
+            ImageFolderSource(tmp_path, loop=loop).open()
+
+
+def test_folder_source_skips_unusable_files_with_a_reason(tmp_path, caplog):
+    """Issue 21 items 1 and 11: a small JPEG declaring 12000x9000 behind a stray byte, a
+    FIFO and a symbolic link to /dev/zero in a folder are skipped (one warning each, naming
+    the file and why), the other images are delivered."""
+    import os
+    from jpeg_bombs import bomb
+    good = np.full((48, 64, 3), 200, np.uint8)
+    (tmp_path / "a_big.jpg").write_bytes(bomb("stray byte", 12000, 9000))
+    os.mkfifo(tmp_path / "b_pipe.jpg")
+    (tmp_path / "c_zero.jpg").symlink_to("/dev/zero")
+    cv2.imwrite(str(tmp_path / "d_good.png"), good)
+    source = ImageFolderSource(tmp_path, loop=True)
+    source.max_pixels = 1_000_000
+    with caplog.at_level("WARNING", logger="facerec_camera"):
+        source.open()
+        shapes = [source.read().image_bgr.shape for _ in range(3)]
+    assert shapes == [(48, 64, 3)] * 3
+    text = caplog.text
+    assert "a_big.jpg: image of 12000x9000 = 108000000 pixels exceeds max_pixels=1000000" \
+        in text
+    assert text.count("a_big.jpg") == 1  # once, not once per loop
+    # list_images keeps regular files only: the FIFO and the link to a device never get in
+    assert "b_pipe" not in text and "c_zero" not in text
+    assert [p.name for p in source.files] == ["a_big.jpg", "d_good.png"]
+
+
+def test_unusable_sources_are_named_for_what_they_are(tmp_path):
+    """Issue 21 item 14: FIFO and http sources were reported as "no such file or
+    directory"."""
+    import os
+    fifo = tmp_path / "stream.mjpeg"
+    os.mkfifo(fifo)
+    with pytest.raises(SourceError, match="is a FIFO, not a file, folder or camera"):
+        open_source(str(fifo))
+    with pytest.raises(SourceError, match="is a URL: network streams are not a source"):
+        open_source("http://camera.local/stream.mjpg")
+    with pytest.raises(SourceError, match="no user 'nouser-facerec'"):
+        open_source("~nouser-facerec/video.mp4")
 
 
 def test_video_file_source_reads_all_frames_then_ends(video):

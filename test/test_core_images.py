@@ -3,10 +3,13 @@ import array
 import struct
 import zlib
 
+import time
+
 import cv2
 import numpy as np
 import pytest
 
+from jpeg_bombs import TRICKS, bomb
 from facerec_server.core.images import (
     ImageDecodeError, decode_image, encode_jpeg, encode_png, encoded_size, format_from_string,
     image_fields, image_from_fields)
@@ -125,6 +128,46 @@ def test_max_pixels_applies_to_real_images(small):
     with pytest.raises(ImageDecodeError, match="64x48"):
         decode_image(data, max_pixels=64 * 48 - 1)
     assert decode_image(data, max_pixels=64 * 48).shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize("trick", sorted(TRICKS))
+def test_header_size_is_the_size_libjpeg_decodes(trick):
+    """Issue 21, item 1: whatever libjpeg reads past before the SOF (a stray byte, fill
+    bytes, a stuffed zero, a parameterless marker, a segment with a length below 2), the
+    size the guard checks is the size libjpeg really decodes, so the limit holds."""
+    data = bomb(trick, 1200, 900)
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None and decoded.shape[:2] == (900, 1200)  # libjpeg's size
+    assert encoded_size(data) == (1200, 900)
+    with pytest.raises(ImageDecodeError, match="1200x900 = 1080000 pixels exceeds max_pixels"):
+        decode_image(data, "jpeg", max_pixels=1_000_000)
+    assert decode_image(data, "jpeg", max_pixels=1_080_000).shape == (900, 1200, 3)
+
+
+@pytest.mark.parametrize("trick", sorted(TRICKS))
+def test_a_30000x30000_bomb_is_refused_before_decoding(trick):
+    """The adversarial run's 630-byte JPEG declaring 30000x30000: refused from its header
+    at once (it took ~12 s and 5.2 GB in decode_image)."""
+    data = bomb(trick)
+    assert len(data) < 1000
+    start = time.perf_counter()
+    with pytest.raises(ImageDecodeError, match="30000x30000 = 900000000 pixels exceeds"):
+        decode_image(data, "jpeg")
+    assert time.perf_counter() - start < 1.0  # a header read, not a 900 MP decode
+
+
+def test_jpeg_without_a_frame_header_before_its_data_is_refused(small):
+    """A JPEG whose size cannot be read the way libjpeg reads it is refused, not decoded
+    on trust (fail closed)."""
+    data = encode_jpeg(small)
+    sof = data.find(b"\xff\xc0")
+    sos = data.find(b"\xff\xda")
+    swapped = data[:sof] + data[sos:]  # no SOF before the scan
+    with pytest.raises(ImageDecodeError, match="no frame header"):
+        decode_image(swapped, "jpeg")
+    unknown = data[:sof] + b"\xff\xf3\x00\x04ab" + data[sof:]  # a marker libjpeg refuses
+    with pytest.raises(ImageDecodeError):
+        decode_image(unknown, "jpeg")
 
 
 @pytest.mark.parametrize("bad", [np.zeros((4, 4, 3), np.float32), np.zeros((0, 4, 3), np.uint8),

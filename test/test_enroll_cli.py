@@ -1,25 +1,36 @@
 """facerec-enroll as a subprocess (python -m facerec_server.enroll_cli) with real models."""
 import json
 import os
+import resource
 import shutil
+import stat
 import subprocess
 import sys
+import threading
 
 import cv2
 import numpy as np
 import pytest
 
 from conftest import astronaut_path, messi_path
+from jpeg_bombs import bomb
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(gallery, *args):
+def run(gallery, *args, timeout=120, cwd=None):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     done = subprocess.run([sys.executable, "-m", "facerec_server.enroll_cli",
                            "--gallery", str(gallery)] + [str(a) for a in args],
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          preexec_fn=_memory_cap)
     return done.returncode, done.stdout, done.stderr
+
+
+def _memory_cap():
+    """At most 6 GB of address space: a CLI reading without bound fails instead of taking
+    the machine's memory (issue 21: `add alice /dev/zero` grew to 5.6 GB in 8 s)."""
+    resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
 
 
 @pytest.fixture
@@ -136,3 +147,112 @@ def test_cli_does_not_import_rclpy(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+# --- issue 21: files the CLI is given ---------------------------------------------------------
+
+def _reader(fifo, into: list):
+    """A thread reading ``fifo`` to its end into ``into`` (the other side of a pipe)."""
+    def read():
+        with open(fifo, "rb") as handle:
+            into.append(handle.read())
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_export_writes_through_a_fifo_and_never_replaces_it(tmp_path, photos):
+    """Issue 21 item 10: a special file named as --output is written to, never replaced."""
+    gallery = tmp_path / "gallery.db"
+    assert run(gallery, "add", "alice", photos / "astronaut.png")[0] == 0
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = _reader(fifo, received)
+    code, out, err = run(gallery, "export", "--output", fifo, timeout=60)
+    reader.join(10)
+    assert code == 0, err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO was replaced"
+    assert json.loads(received[0])["people"][0]["name"] == "alice"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".export")] == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a character device (mknod) needs root")
+def test_export_to_a_full_device_fails_clearly_and_keeps_the_device(tmp_path, photos):
+    """Issue 21 item 10: `export --output /dev/full` as root replaced the device node with
+    a JSON file and said "wrote 1 people". Here with a node of our own (/dev/full's numbers,
+    1:7) in a temporary folder, so that the machine's /dev/full is never at risk."""
+    gallery = tmp_path / "gallery.db"
+    assert run(gallery, "add", "alice", photos / "astronaut.png")[0] == 0
+    full = tmp_path / "full"
+    os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    code, out, err = run(gallery, "export", "--output", full)
+    assert stat.S_ISCHR(os.lstat(full).st_mode), "the device node was replaced"
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "No space left on device" in err and str(full) in err
+    assert "wrote" not in err
+
+
+def test_export_through_a_symlink_replaces_the_target(tmp_path, photos):
+    """Issue 21 item 10: a symlinked --output is written through (the link stays a link and
+    the file it points to gets the export, with its permissions kept)."""
+    gallery = tmp_path / "gallery.db"
+    assert run(gallery, "add", "alice", photos / "astronaut.png")[0] == 0
+    target = tmp_path / "exports" / "gallery.json"
+    target.parent.mkdir()
+    target.write_text("old")
+    target.chmod(0o640)
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    code, out, err = run(gallery, "export", "--output", link)
+    assert code == 0, err
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert json.loads(target.read_text())["people"][0]["name"] == "alice"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert sorted(p.name for p in target.parent.iterdir()) == ["gallery.json"]
+
+
+def test_photos_that_are_not_regular_files_are_refused(tmp_path, photos):
+    """Issue 21 item 11: `add alice /dev/zero` grew without bound; a FIFO photo hung."""
+    gallery = tmp_path / "gallery.db"
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    code, out, err = run(gallery, "add", "alice", "/dev/zero", fifo, timeout=60)
+    assert code == 1, err
+    assert "/dev/zero: not a regular file (a character device)" in err
+    assert f"{fifo}: not a regular file (a FIFO)" in err
+    code, out, err = run(gallery, "add", "alice", "/dev/zero", photos / "astronaut.png",
+                         timeout=60)
+    assert code == 0 and "1 unreadable file" in out, err
+
+
+def test_fifo_gallery_is_refused(tmp_path):
+    """Issue 21 item 11: a FIFO as the gallery path hung the CLI (and the server)."""
+    fifo = tmp_path / "gallery.db"
+    os.mkfifo(fifo)
+    code, out, err = run(fifo, "list", timeout=60)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "not a regular file (a FIFO)" in err and str(fifo) in err
+
+
+def test_gallery_path_with_an_unknown_user_is_refused(tmp_path):
+    """Issue 21 item 14: `~nouser/x.db` created a folder literally named ~nouser."""
+    code, out, err = run("~nouser-facerec/x.db", "list", cwd=tmp_path)
+    assert code == 1 and err.count("\n") == 1
+    assert "no user 'nouser-facerec'" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_photo_over_the_pixel_limit_is_refused_from_its_header(tmp_path, photos):
+    """Issue 21 item 1: a small JPEG declaring 12000x9000 behind a stray byte is refused
+    from its header (it used to be decoded), and --max-pixels sets the limit."""
+    gallery = tmp_path / "gallery.db"
+    big = tmp_path / "big.jpg"
+    big.write_bytes(bomb("stray byte", 12000, 9000))
+    code, out, err = run(gallery, "add", "alice", big)
+    assert code == 1
+    assert "big.jpg: decode error: image of 12000x9000 = 108000000 pixels exceeds " \
+           "max_pixels=50000000" in err
+    code, out, err = run(gallery, "add", "alice", photos / "astronaut.png",
+                         "--max-pixels", "1000")
+    assert code == 1 and "astronaut.png: decode error: image of 512x512" in err

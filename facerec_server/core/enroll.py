@@ -37,7 +37,7 @@ import numpy as np
 
 from .gallery import (DEFAULT_THRESHOLD, ConflictError, EnrollmentError, Gallery, Sample,
                       validate_name)
-from .images import ImageDecodeError, decode_image
+from .images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 
 NO_FACE = "no face"
 SEVERAL_FACES = "several faces"
@@ -70,6 +70,8 @@ class EnrollConfig:
     ``store_chips``/``chip_quality``: keep the aligned chip as JPEG with each sample.
     ``max_images``: most images accepted in one request.
     ``max_samples``/``max_timeout``: bounds for live capture sessions.
+    ``max_pixels``: encoded images larger than this are refused from their header, before
+        they are decoded (the server's ``max_image_pixels``).
     """
 
     min_face_size: int = 40
@@ -81,6 +83,7 @@ class EnrollConfig:
     max_images: int = 200
     max_samples: int = 50
     max_timeout: float = 120.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 @dataclass
@@ -113,16 +116,16 @@ def _face_fields(face):
     return box, float(score), getattr(face, "descriptor", None), getattr(face, "chip", None)
 
 
-def _as_image(image) -> Optional[np.ndarray]:
-    """A BGR uint8 (h, w, 3) array from an array or JPEG/PNG bytes; None if unusable."""
+def _as_image(image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A BGR uint8 (h, w, 3) array from an array or JPEG/PNG bytes (at most ``max_pixels``);
+    ImageDecodeError saying why when unusable."""
     if isinstance(image, np.ndarray):
-        usable = image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 \
-            and image.shape[0] > 0 and image.shape[1] > 0
-        return image if usable else None
-    try:
-        return decode_image(image)
-    except ImageDecodeError:
-        return None
+        if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 \
+                and image.shape[0] > 0 and image.shape[1] > 0:
+            return image
+        raise ImageDecodeError(f"not a BGR uint8 image (an array of shape {image.shape}, "
+                               f"{image.dtype})")
+    return decode_image(image, max_pixels=max_pixels)
 
 
 def _plural(count: int, noun: str) -> str:
@@ -258,7 +261,10 @@ class CaptureSession:
             return False
         if self._describe is None:
             raise EnrollmentError("this capture session has no pipeline: use offer_faces()")
-        image = _as_image(image_bgr)
+        try:
+            image = _as_image(image_bgr, self.config.max_pixels)
+        except ImageDecodeError:
+            image = None
         if image is None:
             with self._lock:
                 self.frames += 1
@@ -319,10 +325,12 @@ class Enroller:
         return (picker.accepted[0] if reason is None else None), reason
 
     def _consider(self, picker: _Picker, image, source, label: str = "") -> Optional[str]:
-        image = _as_image(image)
-        if image is None:
+        """None when the image gave a sample, else the reason (a decode error with why)."""
+        try:
+            image = _as_image(image, self.config.max_pixels)
+        except ImageDecodeError as error:
             picker.reject(DECODE_ERROR)
-            return DECODE_ERROR
+            return f"{DECODE_ERROR}: {error}"
         return picker.consider(self.pipeline.describe(image), source, label)
 
     def enroll_images(self, name: str, images: Sequence, source: str = "",

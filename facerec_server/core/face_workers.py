@@ -18,7 +18,7 @@ import time
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Dict, List, Optional, Tuple
 
-from facerec_server.core.images import decode_image
+from facerec_server.core.images import DEFAULT_MAX_PIXELS, decode_image
 from facerec_server.core.processes import worker_init
 
 # --- worker process side ------------------------------------------------------------------
@@ -45,22 +45,25 @@ def job_warmup(config, model_paths) -> int:
     return os.getpid()
 
 
-def job_analyse(config, model_paths, data: bytes, fmt: str):
+def job_analyse(config, model_paths, data: bytes, fmt: str,
+                max_pixels: int = DEFAULT_MAX_PIXELS):
     """Decode one compressed image and run the face pipeline without matching.
 
     Returns ``(FrameResult, (height, width))``; faces carry descriptors, names are empty.
-    Raises ImageDecodeError for data that is not a decodable image.
+    Raises ImageDecodeError for data that is not a decodable image or that declares more
+    than ``max_pixels`` pixels.
     """
     start = time.perf_counter()
-    image = decode_image(data, fmt)
+    image = decode_image(data, fmt, max_pixels)
     result = _pipeline(config, model_paths).process(image)
     result.processing_time = time.perf_counter() - start
     return result, image.shape[:2]
 
 
-def job_describe(config, model_paths, data: bytes, fmt: str) -> List[Any]:
+def job_describe(config, model_paths, data: bytes, fmt: str,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> List[Any]:
     """Every face of one compressed image with descriptor and aligned chip (for enrollment)."""
-    image = decode_image(data, fmt)
+    image = decode_image(data, fmt, max_pixels)
     return _pipeline(config, model_paths).describe(image)
 
 

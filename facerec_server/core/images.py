@@ -48,6 +48,7 @@ ENCODINGS: Dict[str, Tuple[int, Optional[int]]] = {
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_BMP_MAGIC = b"BM"
 
 
 class ImageDecodeError(ValueError):
@@ -67,11 +68,14 @@ def _as_bytes(data) -> bytes:
 
 
 def sniff_format(data: bytes) -> str:
-    """'jpeg', 'png' or '' from the first bytes of ``data``."""
+    """'jpeg', 'png', 'bmp' or '' from the first bytes of ``data`` (the signatures OpenCV's
+    decoders check)."""
     if data.startswith(_JPEG_MAGIC):
         return "jpeg"
     if data.startswith(_PNG_MAGIC):
         return "png"
+    if data.startswith(_BMP_MAGIC):
+        return "bmp"
     return ""
 
 
@@ -88,52 +92,118 @@ def format_from_string(fmt: str) -> str:
 
 
 def _png_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """(width, height) of the IHDR chunk, which libpng requires to come first."""
     if len(data) < 24 or data[12:16] != b"IHDR":
         return None
     width, height = struct.unpack(">II", data[16:24])
     return width, height
 
 
+def _bmp_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """(width, height) as OpenCV's BMP reader takes them (``grfmt_bmp.cpp``): int32 fields
+    after a header of at least 36 bytes, uint16 ones after a 12-byte OS/2 header; a negative
+    height means top-down rows."""
+    if len(data) < 26:
+        return None
+    header, = struct.unpack("<I", data[14:18])
+    if header >= 36:
+        width, height = struct.unpack("<ii", data[18:26])
+    elif header == 12:
+        width, height = struct.unpack("<HH", data[18:22])
+    else:
+        return None
+    return width, abs(height)
+
+
+# JPEG markers as libjpeg's read_markers() (jdmarker.c) treats them before the first scan.
+#: Frame headers libjpeg(-turbo) decodes: baseline, extended, progressive, lossless,
+#: arithmetic extended and progressive. Other SOFn stop it with an error.
+_SOF_DECODED = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC9, 0xCA))
+#: Markers without a length: TEM and RST0..RST7.
+_PARAMETERLESS = frozenset([0x01] + list(range(0xD0, 0xD8)))
+#: Segments libjpeg reads or skips by their length: DHT, DAC, DQT, DNL, DRI, APP0..15, COM.
+_BY_LENGTH = frozenset([0xC4, 0xCC, 0xDB, 0xDC, 0xDD, 0xFE] + list(range(0xE0, 0xF0)))
+
+
 def _jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
-    """(width, height) from the first SOFn marker, or None when not found."""
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0x01,) or 0xD0 <= marker <= 0xD9:  # markers without a length
-            pos += 2
-            continue
-        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
-        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7,
-                      0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-            if pos + 9 > len(data):
+    """(width, height) of the frame libjpeg will decode, read the way libjpeg reads markers.
+
+    After SOI, libjpeg's ``next_marker`` skips every byte that is not 0xFF (warning
+    "extraneous bytes before marker"), swallows 0xFF fill bytes and discards stuffed
+    0xFF 0x00 pairs; ``read_markers`` then skips parameterless markers, reads or skips
+    tables and APPn/COM segments by their length field (a length below 2 skips just the
+    field), and takes the first SOFn as the frame: a second one is an error. None when
+    libjpeg would stop before a frame header: no SOI, a second SOI, EOI or SOS before any
+    SOF, an unsupported SOFn, an unknown marker, or data that ends first. The decoder must
+    refuse such data rather than decode it on trust.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    pos, end = 2, len(data)
+    while True:
+        while True:  # next_marker()
+            while pos < end and data[pos] != 0xFF:
+                pos += 1
+            while pos < end and data[pos] == 0xFF:
+                pos += 1
+            if pos >= end:
                 return None
-            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            marker = data[pos]
+            pos += 1
+            if marker != 0x00:  # 0xFF 0x00 is a stuffed zero: discarded, search on
+                break
+        if marker in _SOF_DECODED:
+            if pos + 7 > end:
+                return None
+            height, width = struct.unpack(">HH", data[pos + 3:pos + 7])
             return width, height
-        pos += 2 + length
-    return None
+        if marker in _PARAMETERLESS:
+            continue
+        if marker not in _BY_LENGTH or pos + 2 > end:
+            return None  # SOI, EOI, SOS before SOF, unsupported SOFn, unknown: an error
+        length, = struct.unpack(">H", data[pos:pos + 2])
+        pos += max(2, length)
 
 
 def encoded_size(data: bytes) -> Optional[Tuple[int, int]]:
-    """(width, height) read from a JPEG/PNG header without decoding, or None if unknown."""
+    """(width, height) read from a JPEG/PNG/BMP header without decoding, or None if unknown.
+
+    For JPEG it is the size libjpeg will decode (see :func:`_jpeg_size`)."""
     kind = sniff_format(data)
     if kind == "png":
         return _png_size(data)
     if kind == "jpeg":
         return _jpeg_size(data)
+    if kind == "bmp":
+        return _bmp_size(data)
     return None
 
 
-def decode_image(data, fmt: str = "", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def check_encoded_size(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[int, int]:
+    """(width, height) of encoded JPEG/PNG/BMP ``data`` if it is at most ``max_pixels``;
+    ImageDecodeError otherwise, or when the header does not say (then a decoder must not be
+    trusted with it). Every decode in facerec goes through this first."""
+    size = encoded_size(data)
+    if size is None:
+        kind = sniff_format(data)
+        where = {"jpeg": "no frame header (SOF) where libjpeg would find one before its data",
+                 "png": "no IHDR chunk first", "bmp": "no BMP header size it can read"}
+        raise ImageDecodeError(
+            f"{kind.upper() or 'image'} data of {len(data)} bytes has "
+            f"{where.get(kind, 'no header')}: corrupt or truncated")
+    _check_size(size[0], size[1], max_pixels)
+    return size
+
+
+def decode_image(data, fmt: str = "", max_pixels: int = DEFAULT_MAX_PIXELS,
+                 formats: Tuple[str, ...] = ("jpeg", "png")) -> np.ndarray:
     """Decode JPEG or PNG bytes (e.g. ``CompressedImage.data``) into a BGR uint8 image.
 
     ``fmt`` is the CompressedImage ``format`` string; it is only a hint (see module docstring).
     Grey or alpha images come back as 3-channel BGR. Images with more than ``max_pixels``
-    pixels are refused from their header, before any memory is allocated.
+    pixels are refused from their header, before any memory is allocated (the header is
+    read as libjpeg reads it, so no marker trick gets a larger frame past the check).
+    ``formats``: the containers accepted, of jpeg, png and bmp (files of a camera folder).
 
     Raises:
         ImageDecodeError: empty data, not JPEG/PNG, corrupt data or too large an image.
@@ -142,14 +212,15 @@ def decode_image(data, fmt: str = "", max_pixels: int = DEFAULT_MAX_PIXELS) -> n
     if not raw:
         raise ImageDecodeError("empty image data (0 bytes): nothing to decode")
     kind = sniff_format(raw)
-    if not kind:
+    if kind not in formats:
+        if formats != ("jpeg", "png"):
+            raise ImageDecodeError(f"not a {' or '.join(f.upper() for f in formats)} image "
+                                   f"(first bytes {raw[:8].hex()})")
         hint = format_from_string(fmt) or "unknown"
         raise ImageDecodeError(
             f"not a JPEG or PNG image (format string {fmt!r} -> {hint}; first bytes "
             f"{raw[:8].hex()}); publish sensor_msgs/CompressedImage with format 'jpeg' or 'png'")
-    size = encoded_size(raw)
-    if size is not None:
-        _check_size(size[0], size[1], max_pixels)
+    check_encoded_size(raw, max_pixels)
     image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise ImageDecodeError(
@@ -158,13 +229,20 @@ def decode_image(data, fmt: str = "", max_pixels: int = DEFAULT_MAX_PIXELS) -> n
     return image
 
 
+def check_max_pixels(value) -> int:
+    """``value`` as a pixel limit (a positive integer); ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_pixels must be a positive integer, got {value!r}")
+    return value
+
+
 def _check_size(width: int, height: int, max_pixels: int) -> None:
     if width <= 0 or height <= 0:
         raise ImageDecodeError(f"image header declares an empty size {width}x{height}")
     if width * height > max_pixels:
         raise ImageDecodeError(
             f"image of {width}x{height} = {width * height} pixels exceeds max_pixels="
-            f"{max_pixels}; send a smaller image or raise the limit")
+            f"{max_pixels}; send a smaller image or raise the limit (max_image_pixels)")
 
 
 def _check_encodable(image: np.ndarray) -> None:

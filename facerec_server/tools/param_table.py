@@ -14,13 +14,18 @@ def _default(value) -> str:
     return str(value)
 
 
+def _bound(value) -> str:
+    """A range end as written in the code: 4096, 0.05, 1000000000 (never 1e+09)."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def table() -> str:
     rows = ["| parameter | default | range | meaning |", "| --- | --- | --- | --- |"]
     for spec in params.SPECS:
         if spec.choices:
             allowed = " / ".join(spec.choices)
         elif spec.low is not None:
-            allowed = f"{spec.low:g} .. {spec.high:g}"
+            allowed = f"{_bound(spec.low)} .. {_bound(spec.high)}"
         else:
             allowed = ""
         note = " *Start-up only.*" if spec.read_only else ""

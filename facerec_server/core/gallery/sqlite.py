@@ -31,6 +31,7 @@ import threading
 import time
 from typing import Optional
 
+from .. import files
 from . import sql
 from .base import (DEFAULT_PATH, FORMAT_NAME, SCHEMA_VERSION, Gallery, GalleryError,
                    check_version)
@@ -44,11 +45,11 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def _read_header(path: str) -> bytes:
+    """The first 100 bytes, if ``path`` is a regular file (a FIFO would hang the reader)."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read(100)
-    except OSError as error:
-        raise GalleryError(f"cannot read gallery file {path}: {error}") from error
+        return files.read_head(path, "gallery file", 100)
+    except files.UnusableFile as error:
+        raise GalleryError(f"{error}; choose another gallery path") from None
 
 
 def _check_header(path: str, header: bytes) -> None:
@@ -78,10 +79,13 @@ class SQLiteGallery(Gallery):
 
     def __init__(self, path: Optional[str] = None, busy_timeout: float = DEFAULT_BUSY_TIMEOUT):
         super().__init__()
-        self.path = os.path.abspath(os.path.expanduser(path or DEFAULT_PATH))
+        try:
+            self.path = os.path.abspath(files.expand_user(path or DEFAULT_PATH, "gallery path"))
+        except files.UnusableFile as error:
+            raise GalleryError(str(error)) from None
         self._busy_timeout = float(busy_timeout)
         self._conn: Optional[sqlite3.Connection] = None
-        if not os.path.exists(self.path):
+        if not os.path.lexists(self.path):
             self._create()
         _check_header(self.path, _read_header(self.path))
         conn = self._connect(self.path)
