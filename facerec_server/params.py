@@ -8,9 +8,11 @@ so a node's on-set-parameters callback can refuse a value and keep the old one.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
+from facerec_server.core import files
 from facerec_server.core.images import DEFAULT_MAX_PIXELS
 
 DETECTORS = ("hog", "hog_dlib", "cnn", "cnn_opencv")
@@ -59,21 +61,65 @@ def kind_of(default: Any) -> str:
     return {bool: "bool", int: "int", float: "double", str: "string"}[type(default)]
 
 
+_NAME_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def topic_name_error(name: str) -> Optional[str]:
+    """Why ``name`` is not a ROS 2 topic name rclpy accepts for a subscription (None when
+    it is): ``part/part``, ``/part/part`` or ``~/part``, each part letters, digits and
+    ``_`` not starting with a digit (the rules of rcl's topic name validation; ``{}``
+    substitutions are not taken)."""
+    body = name
+    if body.startswith("~"):
+        body = body[1:]
+        if not body:
+            return None
+        if not body.startswith("/"):
+            return "'~' must be followed by '/'"
+    if body.startswith("/"):
+        body = body[1:]
+    if not body:
+        return "it names no topic"
+    for part in body.split("/"):
+        if not part:
+            return "it has an empty part ('//' or a trailing '/')"
+        if not _NAME_PART.match(part):
+            if part[0].isdigit():
+                return f"the part {part!r} starts with a digit"
+            return f"the part {part!r} holds characters other than letters, digits and _"
+    return None
+
+
 def _topics(value: Sequence[str]) -> Optional[str]:
     if not value:
         return "image_topics needs at least one topic"
-    if any(not t or " " in t for t in value):
-        return f"image_topics holds an empty or invalid topic name: {list(value)}"
+    for topic in value:
+        reason = topic_name_error(topic)
+        if reason is not None:
+            return (f"image_topics holds an invalid topic name {topic!r}: {reason}; use names "
+                    "such as camera/image/compressed (letters, digits and _, each part "
+                    "starting with a letter or _)")
     if len(set(value)) != len(value):
         return f"image_topics lists a topic twice: {list(value)}"
     return None
 
 
-def _model_file(value: str) -> Optional[str]:
-    if value and not os.path.isfile(os.path.expanduser(value)):
-        return (f"model file not found: {value} (the standard models come with "
-                "`pip install face_recognition_models`, or from http://dlib.net/files/)")
-    return None
+def _model_file(kind: str) -> Callable[[str], Optional[str]]:
+    """Check of a ``face.models.<kind>`` path: empty, or a regular file of a sane size."""
+    def check(value: str) -> Optional[str]:
+        if not value:
+            return None
+        try:
+            path = files.expand_user(value, f"{kind} model file")
+            if not os.path.lexists(path):
+                return (f"model file not found: {value} (the standard models come with "
+                        "`pip install face_recognition_models`, or from "
+                        "http://dlib.net/files/)")
+            files.check_regular(path, f"{kind} model file", files.MAX_FACE_MODEL_FILE)
+        except files.UnusableFile as error:
+            return str(error)
+        return None
+    return check
 
 
 SPECS: Tuple[ParamSpec, ...] = (
@@ -139,13 +185,13 @@ SPECS: Tuple[ParamSpec, ...] = (
               "descriptor distance below which a face matches a known person", low=0.0, high=2.0),
     ParamSpec("face.models.shape_predictor", "", "string",
               "5-point landmark model (.dat); empty = from the face_recognition_models package",
-              check=_model_file),
+              check=_model_file("shape_predictor")),
     ParamSpec("face.models.recognition", "", "string",
               "ResNet descriptor model (.dat); empty = from the face_recognition_models package",
-              check=_model_file),
+              check=_model_file("recognition")),
     ParamSpec("face.models.cnn_detector", "", "string",
               "MMOD face detector (.dat); empty = from the face_recognition_models package",
-              check=_model_file),
+              check=_model_file("cnn_detector")),
     # Gallery
     ParamSpec("gallery.path", DEFAULT_GALLERY, "string",
               "gallery of known people: an SQLite file (created on first use), or a "

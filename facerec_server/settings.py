@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from facerec_server import params
-from facerec_server.core.models import MODEL_FILES, ModelPaths, check_model_file
+from facerec_server.core.models import MODEL_FILES, ModelPaths, check_model_file, kinds_used
 from facerec_server.core.pipeline import FaceConfig
 
 _MODEL_PARAMS = {
@@ -85,17 +85,17 @@ class ServerSettings:
 
 
 def resolve_model_paths(settings: ServerSettings) -> Dict[str, str]:
-    """Absolute paths of the model files the settings need; ModelError names a missing one."""
+    """Paths of the model files the settings need, and of every file a ``face.models.*``
+    parameter names even if the detector does not use it (the README's promise: a bad
+    model file stops the start-up, or refuses the change). ModelError names a missing,
+    special or oversized one; the face workers load each (``job_warmup``), so a corrupt
+    one is refused too."""
     paths = ModelPaths.from_mapping(dict(settings.model_overrides))
-    needed = ["shape_predictor", "recognition"]
-    if settings.face.detector in ("cnn", "cnn_opencv"):
-        needed.append("cnn_detector")
+    needed = kinds_used(settings.face.detector)
     resolved: Dict[str, Optional[str]] = {}
     for kind in MODEL_FILES:
-        if kind in needed:
+        if kind in needed or getattr(paths, kind):
             resolved[kind] = str(check_model_file(paths.resolve(kind), kind))
-        elif getattr(paths, kind):
-            resolved[kind] = getattr(paths, kind)
     return {k: p for k, p in resolved.items() if p}
 
 

@@ -310,3 +310,98 @@ def test_matcher_sync_rate_limit(path):
         assert sync.refresh() and matcher.names == ("alice",)
         gallery.forget("alice")
         assert sync.refresh(force=True) and len(matcher) == 0
+
+
+# --- issue 21: rows and meta written by another program (both backends) ------------------------
+
+def _raw(location, statement, params=()):
+    """Run ``statement`` on the gallery's tables as another program would (sqlite3, or
+    psycopg on the facerec schema), bypassing every check of the Gallery API."""
+    if str(location).startswith("postgresql://"):
+        import psycopg
+        with psycopg.connect(location, autocommit=True) as conn:
+            conn.execute("SET search_path TO facerec")
+            conn.execute(statement.replace("?", "%s"), params)
+        return
+    with sqlite3.connect(location) as db:
+        db.execute(statement, params)
+
+
+def _bad_row(location, name, blob):
+    """A person ``name`` with one sample whose descriptor bytes are ``blob``."""
+    _raw(location, "INSERT INTO people (name, created_at) VALUES (?, 0)", (name,))
+    _raw(location, "INSERT INTO samples (person_id, descriptor, created_at, source) "
+                   "SELECT id, ?, 0, 'other program' FROM people WHERE name = ?", (blob, name))
+
+
+def test_rows_a_matcher_cannot_use_are_skipped_with_the_file_named(location, caplog):
+    """Issue 21 item 9 and 14: a sample with a NaN descriptor (19 of 20 frames gave no
+    FaceArray) and a person with an empty name (a raw traceback) are skipped with one
+    warning naming the gallery; the other samples are matched."""
+    good = _descriptors(2, 1)
+    nan = np.full(128, np.nan, np.float32).astype("<f4").tobytes()
+    with Gallery(location) as gallery:
+        gallery.add_samples("alice", good)
+        _bad_row(location, "mallory", nan)
+        _bad_row(location, "", _descriptors(1, 2, 1.0).astype("<f4").tobytes())
+        matcher = Matcher(0.6)
+        sync = GalleryMatcherSync(gallery, matcher)
+        with caplog.at_level("WARNING", logger="facerec_server.gallery"):
+            assert sync.refresh(force=True)
+        assert matcher.names == ("alice", "alice")
+        assert matcher.match(good[:1])[0].name == "alice"
+        names, matrix = gallery.matrix()
+        assert names == ["alice", "alice"] and np.isfinite(matrix).all()
+        warnings = [r.getMessage() for r in caplog.records]
+        assert len(warnings) == 1, warnings
+        assert gallery.path in warnings[0]
+        assert "'mallory'" in warnings[0] and "NaN" in warnings[0]
+        assert "empty name" in warnings[0]
+        # the refusal is once per change, not once per read
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="facerec_server.gallery"):
+            gallery.snapshot()
+            gallery.snapshot()
+        assert caplog.records == []
+        # a new enrollment is still checked against the usable samples only
+        gallery.add_samples("bob", _descriptors(1, 3, 2.0))
+        assert [n for n, _ in gallery.people()] == ["", "alice", "bob", "mallory"]
+
+
+@pytest.mark.parametrize("statement, words", [
+    ("DELETE FROM meta WHERE key = 'generation'", ["no 'generation' row"]),
+    ("UPDATE meta SET value = 'seven' WHERE key = 'generation'", ["'seven'", "not an integer"]),
+])
+def test_meta_without_a_usable_generation_is_refused(location, statement, words):
+    """Issue 21 item 14: a gallery without its generation row, or with a non-integer one,
+    gave a raw traceback; now a GalleryError naming the gallery and what to do."""
+    Gallery(location).close()
+    _raw(location, statement)
+    with pytest.raises(GalleryError) as refused:
+        Gallery(location)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert (location.split("?")[0] if location.startswith("postgresql") else location) \
+        in message or "postgresql://" in message
+    for word in words:
+        assert word in message
+
+
+def test_generation_broken_while_open_keeps_the_last_gallery(location, caplog):
+    """Another program breaks the generation row while a server runs: polled refreshes
+    keep the matcher's gallery (recognition goes on) and say why once."""
+    with Gallery(location) as gallery:
+        gallery.add_samples("alice", _descriptors(1, 1))
+        matcher = Matcher(0.6)
+        now = [0.0]
+        sync = GalleryMatcherSync(gallery, matcher, min_interval=0.0, clock=lambda: now[0])
+        sync.refresh(force=True)
+        _raw(location, "UPDATE meta SET value = 'x' WHERE key = 'generation'")
+        with caplog.at_level("WARNING", logger="facerec_server.gallery"):
+            for tick in range(1, 4):
+                now[0] = float(tick)
+                assert sync.refresh() is False
+        assert matcher.names == ("alice",)
+        if not sync.pushed:
+            messages = [r.getMessage() for r in caplog.records]
+            assert len(messages) == 1 and "generation" in messages[0], messages

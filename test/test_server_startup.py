@@ -146,3 +146,77 @@ def test_sigkilled_server_leaves_no_worker_processes(tmp_path, graph):
         alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")
                  and open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] != "Z"]
     assert not alive, f"orphaned worker processes: {alive}"
+
+
+# --- issue 21: start-up files and values, each refused with one line ---------------------------
+
+def _sparse(path, size):
+    """A file of ``size`` bytes that takes no disk space (a stand-in for a huge file)."""
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+    return str(path)
+
+
+def _corrupt(path):
+    path.write_bytes(os.urandom(4096))
+    return str(path)
+
+
+def _fifo(path):
+    os.mkfifo(path)
+    return str(path)
+
+
+def _gallery_with(path, statement):
+    """A real gallery file changed by another program: ``statement`` run with sqlite3."""
+    import sqlite3
+    from facerec_server.core.gallery import Gallery
+    Gallery(str(path)).close()
+    with sqlite3.connect(str(path)) as db:
+        db.execute(statement)
+    return str(path)
+
+
+STARTUP_FILES = {
+    # item 7: a 4 GB file blocked the parameter service 27 s and the worker kept 4.7 GB
+    "huge model": (lambda t: {"face.models.recognition": _sparse(t / "big.dat", 1 << 30)},
+                   ["big.dat", "1073741824 bytes, more than a recognition model file can be"]),
+    # item 8: a corrupt CNN detector file was accepted while the detector is hog
+    "corrupt unused model": (
+        lambda t: {"face.detector": "hog",
+                   "face.models.cnn_detector": _corrupt(t / "mmod.dat")},
+        ["mmod.dat", "cnn_detector", "corrupt"]),
+    # item 11: a FIFO as the gallery (the server ignored SIGTERM for ~12 min)
+    "fifo gallery": (lambda t: {"gallery.path": _fifo(t / "fifo.db")},
+                     ["fifo.db", "not a regular file (a FIFO)"]),
+    "fifo model": (lambda t: {"face.models.shape_predictor": _fifo(t / "sp.dat")},
+                   ["sp.dat", "not a regular file (a FIFO)"]),
+    # item 14: raw tracebacks before
+    "gallery without generation": (
+        lambda t: {"gallery.path": _gallery_with(
+            t / "nogen.db", "DELETE FROM meta WHERE key = 'generation'")},
+        ["nogen.db", "generation"]),
+    "gallery with a bad generation": (
+        lambda t: {"gallery.path": _gallery_with(
+            t / "badgen.db", "UPDATE meta SET value = 'seven' WHERE key = 'generation'")},
+        ["badgen.db", "generation", "'seven'"]),
+    "topic starting with a digit": (lambda t: {"image_topics": ["9abc"]},
+                                    ["image_topics", "'9abc'"]),
+    "unknown user in gallery path": (lambda t: {"gallery.path": "~nouser-facerec/x.db"},
+                                     ["~nouser-facerec/x.db", "no user 'nouser-facerec'"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STARTUP_FILES))
+def test_unusable_startup_values_stop_with_one_line(tmp_path, case):
+    make, expected = STARTUP_FILES[case]
+    values = {"gallery.path": str(tmp_path / "g.db")}
+    values.update(make(tmp_path))
+    result = _run_server(tmp_path, values, timeout=90)
+    err = result.stderr + result.stdout
+    assert result.returncode == 1, err[-2000:]
+    assert "Traceback" not in err, err[-3000:]
+    line = next((line for line in err.splitlines() if "cannot start" in line), "")
+    for text in expected:
+        assert text in line, (text, err[-2000:])
+    assert not os.path.exists(os.path.join(tmp_path, "~nouser-facerec"))

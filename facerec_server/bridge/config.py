@@ -8,11 +8,11 @@ with one line naming the setting, its value and what to do; a token is never sho
 """
 from __future__ import annotations
 
-import os
 import ssl
-import stat
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
+
+from facerec_server.core import files
 
 from . import protocol
 from .protocol import ClientSettings
@@ -102,42 +102,14 @@ class BridgeConfig:
 
 def read_config_file(label: str, path: str, max_bytes: int = MAX_CONFIG_FILE) -> bytes:
     """The bytes of a file the bridge is configured with. It must be a regular file of at
-    most ``max_bytes``: a FIFO or device would block the start-up or never end. Opened
-    without blocking and checked on the open descriptor (no window for a swap)."""
+    most ``max_bytes``: a FIFO or device would block the start-up or never end
+    (:func:`facerec_server.core.files.read_regular`)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        hint = f"; {CERT_HELP}" if label.endswith(("certfile", "keyfile")) else ""
-        raise BridgeConfigError(f"cannot read {label} {path!r}: {exc.strerror}{hint}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise BridgeConfigError(f"{label} {path!r} is not a regular file (a "
-                                    f"{_file_kind(info.st_mode)}): give the path of the file")
-        if info.st_size > max_bytes:
-            raise BridgeConfigError(f"{label} {path!r} is {info.st_size} bytes, more than a "
-                                    f"{label} can be ({max_bytes}): is it the right file?")
-        chunks, size = [], 0
-        while size <= max_bytes:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)[:max_bytes]
-    except OSError as exc:
-        raise BridgeConfigError(f"cannot read {label} {path!r}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-
-
-def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
-                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
-                       (stat.S_ISSOCK, "socket")):
-        if test(mode):
-            return kind
-    return "special file"
+        return files.read_regular(path, label, max_bytes)
+    except files.UnusableFile as exc:
+        hint = f"; {CERT_HELP}" if label.endswith(("certfile", "keyfile")) \
+            and str(exc).startswith("cannot read") else ""
+        raise BridgeConfigError(f"{exc}{hint}") from None
 
 
 def load_tokens(path: str, label: str = "tokens_file") -> List[Tuple[str, str]]:

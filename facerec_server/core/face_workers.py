@@ -40,8 +40,14 @@ def _pipeline(config, model_paths: Optional[Dict[str, str]]):
 
 
 def job_warmup(config, model_paths) -> int:
-    """Load the models of ``config`` in this worker; raises ModelError when one is unusable."""
+    """Load the models of ``config`` in this worker, and load once each other model file
+    ``model_paths`` names (a detector not in use: its file must be sound too); raises
+    ModelError when one is unusable."""
+    from facerec_server.core.models import kinds_used, load_model
     _pipeline(config, model_paths)
+    for kind, path in (model_paths or {}).items():
+        if kind not in kinds_used(config.detector):
+            load_model(kind, path)  # checked, then dropped
     return os.getpid()
 
 

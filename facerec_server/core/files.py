@@ -82,8 +82,6 @@ def _check_info(info: os.stat_result, path: str, what: str,
 
 
 def _os_error(error: OSError, path: str, what: str) -> UnusableFile:
-    if isinstance(error, FileNotFoundError):
-        return UnusableFile(f"{what} {path!r}: no such file", "cannot read (no such file)")
     strerror = error.strerror or str(error)
     return UnusableFile(f"cannot read {what} {path!r}: {strerror}", f"cannot read ({strerror})")
 

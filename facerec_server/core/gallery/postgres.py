@@ -37,7 +37,7 @@ import psycopg.conninfo
 
 from . import sql
 from .base import (FORMAT_NAME, SCHEMA_VERSION, ChangeWatch, Gallery, GalleryError,
-                   GalleryUnavailable, check_version)
+                   GalleryUnavailable, check_generation, check_version)
 
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 5.0
@@ -161,7 +161,14 @@ class PostgresGallery(Gallery):
                     raise GalleryError(f"{where} is not a facerec gallery (no format row); "
                                        "it was left untouched. Use another database")
                 row = db.execute(sql.META_VALUE, ("schema_version",)).fetchone()
-                check_version(where, int(row[0]) if row else 0)
+                try:
+                    version = int(row[0]) if row else 0
+                except ValueError:
+                    raise GalleryError(f"{where} has a schema_version that is not an integer "
+                                       f"({row[0]!r}); it was left untouched. Use another "
+                                       "database") from None
+                check_version(where, version)
+                check_generation(where, db.execute(sql.GENERATION).fetchone())
             else:
                 for statement in sql.POSTGRES_SCHEMA:
                     db.execute(statement)

@@ -34,7 +34,7 @@ from typing import Optional
 from .. import files
 from . import sql
 from .base import (DEFAULT_PATH, FORMAT_NAME, SCHEMA_VERSION, Gallery, GalleryError,
-                   check_version)
+                   check_generation, check_version)
 
 #: ``PRAGMA application_id`` of a facerec gallery ('FRGL').
 APPLICATION_ID = 0x4652474C
@@ -95,6 +95,7 @@ class SQLiteGallery(Gallery):
             row = conn.execute(sql.META_VALUE, ("format",)).fetchone()
             if row is None or row[0] != FORMAT_NAME:
                 raise GalleryError(f"{self.path} is not a facerec gallery (no format row)")
+            check_generation(self.path, conn.execute(sql.GENERATION).fetchone())
             mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
             if mode.lower() != "wal":
                 raise GalleryError(f"{self.path} is not in WAL mode ({mode})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import time
 
-from .base import Gallery
+from .base import Gallery, GalleryError, log
 
 
 class GalleryMatcherSync:
@@ -28,6 +28,7 @@ class GalleryMatcherSync:
         self.matcher = matcher
         self._lock = threading.RLock()
         self.reloads = 0  # how many times the matcher was loaded
+        self._failure = ""  # why the last polled check failed (logged once)
         with self._lock:  # a pushing watch's first call waits until _watch is set
             self._watch = gallery.watch(self._reload, min_interval=min_interval, clock=clock)
 
@@ -51,8 +52,9 @@ class GalleryMatcherSync:
     def refresh(self, force: bool = False) -> bool:
         """Reload the matcher if the gallery changed (always when ``force``); True if it did.
 
-        Raises GalleryError only when ``force`` (or a polled check) cannot read the gallery;
-        the matcher keeps its gallery then.
+        Raises GalleryError only when ``force`` cannot read the gallery; a polled check that
+        cannot (another program broke the file, a database that went away) logs why once
+        and returns False. The matcher keeps its gallery either way, so recognition goes on.
         """
         if self._watch.pushed and not force:
             return False  # the watch reloads by itself; never wait on the database here
@@ -61,7 +63,15 @@ class GalleryMatcherSync:
             if force:
                 self._reload()
             else:
-                self._watch.poll()
+                try:
+                    self._watch.poll()
+                except GalleryError as error:
+                    if str(error) != self._failure:
+                        log.warning("%s; recognition goes on with the gallery loaded before",
+                                    error)
+                    self._failure = str(error)
+                    return False
+            self._failure = ""
             return self.reloads != before
 
     def close(self) -> None:
