@@ -96,3 +96,34 @@ def test_unusable_reference_files(tmp_path, pipeline):
         with pytest.raises(ReferenceError, match="cannot read"):
             import_reference(str(tmp_path / "absent.json"), enroller)
         assert gallery.people() == [] and gallery.change_token() == 0
+
+
+def test_reference_files_and_photos_that_would_hang_or_overflow(tmp_path, pipeline, astronaut):
+    """Issue 21 items 11 and 14: a deeply nested reference file gave a raw traceback
+    (RecursionError); a FIFO as the reference file or as a photo hung the import; a photo
+    declaring 12000x9000 behind a stray byte was decoded. Each is one line naming the file,
+    and the rest of the file is imported."""
+    import os
+    from jpeg_bombs import bomb
+    with Gallery(str(tmp_path / "gallery.db")) as gallery:
+        enroller = Enroller(gallery, pipeline, EnrollConfig(min_face_size=30))
+        nested = tmp_path / "nested.json"
+        nested.write_text("[" * 100_000 + "]" * 100_000)
+        with pytest.raises(ReferenceError, match="nested.json.*nested too deeply") as refused:
+            import_reference(str(nested), enroller)
+        assert "\n" not in str(refused.value)
+        fifo = tmp_path / "reference.fifo"
+        os.mkfifo(fifo)
+        with pytest.raises(ReferenceError, match=r"not a regular file \(a FIFO\)"):
+            import_reference(str(fifo), enroller)
+        os.mkfifo(tmp_path / "pipe.jpg")
+        (tmp_path / "big.jpg").write_bytes(bomb("stray byte", 12000, 9000))
+        _write(tmp_path / "a.png", astronaut)
+        reference = tmp_path / "reference.json"
+        reference.write_text(json.dumps([{"tag": "alice", "photos": ["pipe.jpg", "big.jpg",
+                                                                     "a.png"]}]))
+        report = import_reference(str(reference), enroller)
+        errors = {photo: detail for _, photo, detail in report.errors}
+        assert "not a regular file (a FIFO)" in errors["pipe.jpg"]
+        assert "12000x9000 = 108000000 pixels exceeds max_pixels" in errors["big.jpg"]
+        assert [photo for _, photo, _ in report.imported] == ["a.png"]

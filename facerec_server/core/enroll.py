@@ -132,8 +132,10 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _reasons_text(rejected: Dict[str, int]) -> str:
-    return ", ".join(f"{rejected[r]} {r}" for r in REASONS if rejected.get(r))
+def _reasons_text(rejected: Dict[str, int], decode_detail: str = "") -> str:
+    """"1 no face, 2 decode error" (with the first decode error's reason after it)."""
+    text = ", ".join(f"{rejected[r]} {r}" for r in REASONS if rejected.get(r))
+    return f"{text}: {decode_detail}" if decode_detail and rejected.get(DECODE_ERROR) else text
 
 
 class _Picker:
@@ -144,6 +146,7 @@ class _Picker:
         self.accepted: List[Sample] = []
         self.labels: List[str] = []  # what each accepted sample came from, for messages
         self.rejected: Dict[str, int] = {}
+        self.decode_detail = ""  # why the first undecodable image was refused
 
     def consider(self, faces: Sequence, source: Optional[str] = None,
                  label: str = "") -> Optional[str]:
@@ -330,6 +333,7 @@ class Enroller:
             image = _as_image(image, self.config.max_pixels)
         except ImageDecodeError as error:
             picker.reject(DECODE_ERROR)
+            picker.decode_detail = picker.decode_detail or str(error)
             return f"{DECODE_ERROR}: {error}"
         return picker.consider(self.pipeline.describe(image), source, label)
 
@@ -372,7 +376,7 @@ class Enroller:
     def _commit(self, name: str, picker: _Picker, source: str, force: bool,
                 what: str) -> EnrollResult:
         rejected = dict(picker.rejected)
-        why = _reasons_text(rejected)
+        why = _reasons_text(rejected, picker.decode_detail)
         if not picker.accepted:
             return EnrollResult(
                 False, f"refused: no usable face for {name!r} in {what}"

@@ -26,6 +26,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
+from . import files
 from .enroll import Enroller
 from .gallery import ConflictError, EnrollmentError, validate_name
 
@@ -74,14 +75,18 @@ def photo_source(relpath: str, digest: str) -> str:
 
 
 def load_reference(path: str) -> list:
-    """The entry list of a reference file; raises :class:`ReferenceError` if unusable."""
+    """The entry list of a reference file; raises :class:`ReferenceError` if unusable (not
+    a regular file of at most 16 MiB, not JSON, nested too deeply, not a list)."""
     try:
-        with open(path, "rb") as handle:
-            data = json.loads(handle.read().decode("utf-8"))
-    except OSError as error:
-        raise ReferenceError(f"cannot read reference file {path}: {error}") from error
+        data = json.loads(files.read_regular(path, "reference file", files.MAX_TEXT_FILE)
+                          .decode("utf-8"))
+    except files.UnusableFile as error:
+        raise ReferenceError(str(error)) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ReferenceError(f"reference file {path} is not valid JSON: {error}") from error
+    except RecursionError:
+        raise ReferenceError(f"reference file {path} is nested too deeply to read: it must "
+                             "hold a list of {\"tag\": ..., \"photos\": ...} objects") from None
     if not isinstance(data, list):
         raise ReferenceError(
             f"reference file {path} must hold a JSON list of {{\"tag\": ..., \"photos\": ...}} "
@@ -143,10 +148,9 @@ def _import_photo(enroller, gallery, folder, tag, photo, force, report) -> Optio
     """Import one photo; record the outcome in ``report``; return the error or None."""
     full = photo if os.path.isabs(photo) else os.path.join(folder, photo)
     try:
-        with open(full, "rb") as handle:
-            data = handle.read()
-    except OSError as error:
-        detail = f"cannot read {full}: {error.strerror or error}"
+        data = files.read_regular(full, "photo", files.MAX_IMAGE_FILE)
+    except files.UnusableFile as error:
+        detail = str(error)
         report.errors.append((tag, photo, detail))
         return detail
     key = os.path.normpath(photo)
