@@ -7,6 +7,10 @@ follow one rule: an integer is taken wherever a double is declared, and stored a
 always show the declared type (rclpy alone refuses it: "Wrong parameter type, expected '3'
 got '2'"). Run-time sets are converted by a pre-set-parameters callback, which rclpy has since
 Iron; on Humble an integer for a double is still refused at run time (files and ``-p`` work).
+
+A parameter with an empty name is refused (rclpy takes one: its check for undeclared names,
+``any(names)``, is false for ``[""]``, so SetParameters declared it and list_parameters
+listed it).
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import weakref
 from typing import Any, Dict, Iterable, List, Optional
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                ParameterType)
+                                ParameterType, SetParametersResult)
 from rclpy.exceptions import ParameterException
 from rclpy.parameter import Parameter
 
@@ -97,6 +101,7 @@ def declare(node, specs: Iterable[ParamSpec]) -> Dict[str, Any]:
         known = _DECLARED.setdefault(node, {})
         if hasattr(node, "add_pre_set_parameters_callback"):  # rclpy of Iron and later
             node.add_pre_set_parameters_callback(lambda parameters: _coerced(known, parameters))
+        node.add_on_set_parameters_callback(_named)
     values = {}
     for spec in specs:
         values[spec.name] = _declare(node, spec)
@@ -133,6 +138,14 @@ def _declare(node, spec: ParamSpec):
         except ParameterException as exc:
             reason = str(exc)
     raise _error(spec, reason)
+
+
+def _named(parameters: List[Parameter]) -> SetParametersResult:
+    """On-set-parameters callback: every parameter has a name (see the module docstring)."""
+    if any(not parameter.name for parameter in parameters):
+        return SetParametersResult(successful=False, reason="a parameter name is empty: give "
+                                   "the name of a declared parameter (ros2 param list)")
+    return SetParametersResult(successful=True)
 
 
 def _coerced(specs: Dict[str, ParamSpec], parameters: List[Parameter]) -> List[Parameter]:
