@@ -254,8 +254,14 @@ class FacerecCamera(Node):
             self._loop.start()
 
     def _acknowledged(self) -> bool:
-        """Sender thread: has every reliable subscriber acknowledged what was published?"""
-        return self._publisher.wait_for_all_acked(Duration(seconds=0))
+        """Sender thread: has every reliable subscriber acknowledged what was published?
+        (True once rclpy is shut down, e.g. by a signal: nothing is waited for then.)"""
+        try:
+            return self._publisher.wait_for_all_acked(Duration(seconds=0))
+        except Exception:  # rclpy's RCLError: the context was shut down under the call
+            if self.context.ok():
+                raise
+            return True
 
     def _wait_for_subscribers(self, seconds: float) -> None:
         """Block up to ``seconds`` until the image topic has a matched subscriber."""
@@ -418,8 +424,9 @@ def main(args=None) -> int:
     node = None
     code = EXIT_OK
     try:
-        node = FacerecCamera()
-        node.start()
+        with node_process.starting():
+            node = FacerecCamera()
+            node.start()
         executor = rclpy.executors.SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin_until_future_complete(node.done)

@@ -112,7 +112,14 @@ class LatestSender:
         started = time.monotonic()
         deadline = started + self.timeout
         while not self._stop.is_set():
-            if self._delivered():
+            try:
+                delivered = self._delivered()
+            except Exception as exc:  # like a send error: counted, and sending goes on
+                self.stats.send_errors += 1
+                if not self._stop.is_set():
+                    self._log.warning(f"cannot tell whether the frame was delivered: {exc}")
+                return
+            if delivered:
                 self.stats.delivered += 1
                 self.stats.delivery_seconds = time.monotonic() - started
                 return

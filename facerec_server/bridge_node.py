@@ -399,7 +399,8 @@ def main(args=None) -> int:
     node: Optional[FacerecBridge] = None
     code = 0
     try:
-        node = FacerecBridge()
+        with node_process.starting():
+            node = FacerecBridge()
         executor = MultiThreadedExecutor(num_threads=2)
         executor.add_node(node)
         executor.spin()

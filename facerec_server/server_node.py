@@ -437,7 +437,8 @@ def main(args=None) -> int:
     if not node_process.init("facerec_server", args):
         return 1
     try:
-        node = FacerecServer()
+        with node_process.starting():
+            node = FacerecServer()
     except (ModelError, GalleryError, ValueError) as exc:
         # A start-up problem the user must fix: say what and how, without a traceback.
         node_process.stopping()
