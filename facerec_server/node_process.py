@@ -38,6 +38,7 @@ import threading
 from typing import List, Optional
 
 _stopping = False
+_signalled = False  # a SIGINT or SIGTERM asked the process to stop
 
 
 def _ignore_sigint() -> None:
@@ -50,7 +51,8 @@ def _ignore_sigint() -> None:
 
 
 def _on_signal(signum, frame) -> None:
-    global _stopping
+    global _stopping, _signalled
+    _signalled = True
     if _stopping:
         if signum == signal.SIGTERM:  # a second SIGTERM: end now, as the default action does
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -120,6 +122,10 @@ def run(module: str) -> int:
         return importlib.import_module(module).main()
     except KeyboardInterrupt:  # stopped while importing, before main() took over
         return 0
+    except Exception:
+        if _signalled:  # e.g. rclpy's C extension failing to load under a KeyboardInterrupt
+            return 0
+        raise
     finally:
         stopping()  # also for the interpreter's own shutdown that follows
 
