@@ -405,3 +405,21 @@ def test_generation_broken_while_open_keeps_the_last_gallery(location, caplog):
         if not sync.pushed:
             messages = [r.getMessage() for r in caplog.records]
             assert len(messages) == 1 and "generation" in messages[0], messages
+
+
+def test_damaged_gallery_file_is_a_gallery_error(tmp_path):
+    """Found by test_fuzz (gallery readers): bytes of the file overwritten (here in the
+    schema page) made SQLite report an error whose text is not UTF-8, and opening the
+    gallery raised UnicodeDecodeError instead of a GalleryError naming the file."""
+    path = str(tmp_path / "gallery.db")
+    with Gallery(path) as gallery:
+        gallery.add_samples("alice", _descriptors(1, 1))
+    with open(path, "r+b") as handle:
+        for offset, data in ((3547, b"\xe4\xdb\xc4\xbd"), (524, b"\x7f"), (296, b"]\xdf")):
+            handle.seek(offset)
+            handle.write(data)
+    for _ in range(2):  # the first open and the next (SQLite may have rolled a journal back)
+        with pytest.raises(GalleryError) as refused:
+            with Gallery(path) as gallery:
+                gallery.snapshot()
+        assert path in str(refused.value) and "\n" not in str(refused.value)

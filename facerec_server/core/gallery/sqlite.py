@@ -70,12 +70,22 @@ def _check_header(path: str, header: bytes) -> None:
     check_version(path, version)
 
 
+def _text(error: Exception) -> str:
+    """What went wrong, in one line (see SQLiteGallery._ERRORS for UnicodeDecodeError)."""
+    if isinstance(error, UnicodeDecodeError):
+        return ("the file is damaged (SQLite reported an error about bytes that are not "
+                "text, e.g. a malformed schema); restore it from a backup or an export")
+    return " ".join(str(error).split())
+
+
 class SQLiteGallery(Gallery):
     """The gallery in an SQLite file (see the module docstring)."""
 
     _BEGIN_WRITE = "BEGIN IMMEDIATE"
     _BEGIN_READ = "BEGIN"
-    _ERRORS = (sqlite3.Error,)
+    #: UnicodeDecodeError: Python's sqlite3 decodes SQLite's error text as UTF-8, and a
+    #: damaged schema page puts its raw bytes into that text ("malformed database schema")
+    _ERRORS = (sqlite3.Error, UnicodeDecodeError)
 
     def __init__(self, path: Optional[str] = None, busy_timeout: float = DEFAULT_BUSY_TIMEOUT):
         super().__init__()
@@ -99,9 +109,9 @@ class SQLiteGallery(Gallery):
             mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
             if mode.lower() != "wal":
                 raise GalleryError(f"{self.path} is not in WAL mode ({mode})")
-        except sqlite3.DatabaseError as error:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as error:
             conn.close()
-            raise GalleryError(f"cannot read gallery {self.path}: {error}") from error
+            raise GalleryError(f"cannot read gallery {self.path}: {_text(error)}") from error
         except GalleryError:
             conn.close()
             raise
@@ -115,8 +125,8 @@ class SQLiteGallery(Gallery):
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.Error as error:
-            raise GalleryError(f"cannot open gallery {path}: {error}") from error
+        except (sqlite3.Error, UnicodeDecodeError) as error:
+            raise GalleryError(f"cannot open gallery {path}: {_text(error)}") from error
         return conn
 
     def _create(self) -> None:
@@ -168,8 +178,8 @@ class SQLiteGallery(Gallery):
 
     def _error(self, error: Exception, action: str, committing: bool = False) -> GalleryError:
         if action.startswith("start a change"):
-            return GalleryError(f"gallery {self.path} is busy or unwritable: {error}")
-        return GalleryError(f"gallery {self.path}: {error}")
+            return GalleryError(f"gallery {self.path} is busy or unwritable: {_text(error)}")
+        return GalleryError(f"gallery {self.path}: {_text(error)}")
 
     def close(self) -> None:
         with self._lock:
