@@ -5,12 +5,13 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?=
 
-.PHONY: help setup build test lint demo demo-exchange bench clean
+.PHONY: help setup build test lint fuzz demo demo-exchange bench clean
 
 help:
 	@echo "make demo   - set up, build, run the end-to-end demo"
 	@echo "make test   - set up, build, run lint and the tests"
 	@echo "make setup  - (re)create .venv/ and build into install/ (idempotent)"
+	@echo "make fuzz   - fuzz each target for FACEREC_FUZZ_SECONDS (default 600 s each)"
 
 setup:
 	@bash scripts/setup.sh
@@ -22,6 +23,12 @@ lint: setup
 
 test: setup
 	@bash scripts/run_tests.sh $(PYTEST_ARGS)
+
+# Each target of test/test_fuzz.py for FACEREC_FUZZ_SECONDS (default 600) with fresh random
+# examples; what ran goes to bench/results/fuzz.json.
+fuzz: setup
+	@source scripts/env.sh && FACEREC_FUZZ_SECONDS=$${FACEREC_FUZZ_SECONDS:-600} \
+		python -m pytest -p no:cacheprovider -q --timeout=0 test/test_fuzz.py $(PYTEST_ARGS)
 
 demo: setup
 	@bash scripts/demo.sh
