@@ -270,3 +270,21 @@ class _Url:
 
     def __init__(self, port: int):
         self.url = f"wss://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--out-dir", "{file}"], "is not a directory"),
+    (["--out-dir", "{dir}", "--days", "-1"], "--days must be at least 1, got -1"),
+    (["--out-dir", "{dir}", "--days", "0"], "--days must be at least 1, got 0"),
+])
+def test_certs_tool_refuses_bad_arguments_with_one_line(tmp_path, args, expected):
+    """Issue 21 item 14: `facerec-bridge-certs --out-dir <a file>` and `--days -1` gave
+    raw tracebacks (FileExistsError, cryptography's ValueError)."""
+    import subprocess
+    (tmp_path / "a_file").write_text("x")
+    args = [a.format(file=tmp_path / "a_file", dir=tmp_path / "certs") for a in args]
+    result = subprocess.run([sys.executable, "-m", "facerec_server.bridge.certs"] + args,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "certs").exists()

@@ -120,8 +120,18 @@ def main(argv=None) -> int:
                         help="also issue a client certificate with this common name (mTLS)")
     parser.add_argument("--days", type=int, default=365)
     args = parser.parse_args(argv)
-    paths = make_certs(args.out_dir, args.host or ["localhost", "127.0.0.1"], args.client,
-                       args.days)
+    if args.days < 1:
+        parser.error(f"--days must be at least 1, got {args.days}")
+    if os.path.lexists(args.out_dir) and not os.path.isdir(args.out_dir):
+        parser.error(f"--out-dir {args.out_dir} is not a directory: name a directory "
+                     "(it is made if missing)")
+    try:
+        paths = make_certs(args.out_dir, args.host or ["localhost", "127.0.0.1"], args.client,
+                           args.days)
+    except (OSError, ValueError) as error:
+        print(f"facerec-bridge-certs: cannot write the certificates to {args.out_dir}: "
+              f"{error}", file=sys.stderr)
+        return 1
     for label, path in paths.items():
         print(f"{label:>20}: {path}")
     return 0
