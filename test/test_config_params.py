@@ -277,3 +277,37 @@ def test_launched_camera_feeds_server_in_the_namespace(launched):
     assert pub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
     assert [s.node_name for s in subs] == ["facerec_server"]
     assert subs[0].qos_profile.reliability == ReliabilityPolicy.RELIABLE
+
+
+def test_nan_and_infinity_are_refused_where_a_range_is_set():
+    """Found by test_fuzz (parameter validation): ParamSpec.validate took NaN for a double
+    with a range (every comparison with NaN is false), so a NaN face.padding passed the
+    project's own check; only rclpy's range check stopped it on the ROS path."""
+    from facerec_camera.camera_node import SPECS as CAMERA
+    from facerec_server.bridge_node import BRIDGE_SPECS
+    from facerec_server.params import SPECS as SERVER
+    ranged = [s for s in SERVER + BRIDGE_SPECS + CAMERA
+              if s.kind == "double" and (s.low is not None or s.high is not None)]
+    assert ranged
+    for spec in ranged:
+        for value in (float("nan"), float("inf"), float("-inf")):
+            reason = spec.validate(value)
+            assert reason and spec.name in reason, (spec.name, value)
+        assert spec.validate(float(spec.default)) is None
+
+
+def test_model_path_with_a_newline_is_named_on_one_line(tmp_path):
+    """Found by test_fuzz (parameter validation): a face.models.* path holding a newline
+    was put into the refusal as it is, so the one-line message became two lines."""
+    from facerec_server import params, settings
+    from facerec_server.core.models import ModelError
+    value = str(tmp_path / "a\nb.dat")
+    reason = params.BY_NAME["face.models.recognition"].validate(value)
+    assert reason and "\n" not in reason and repr(value) in reason
+
+    class Change:
+        name = "face.models.recognition"
+    Change.value = value
+    with pytest.raises((ValueError, ModelError)) as refused:
+        settings.apply_changes(params.defaults(), [Change])
+    assert "\n" not in str(refused.value)

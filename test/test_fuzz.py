@@ -411,7 +411,8 @@ def test_fuzz_parameter_validation():
     from facerec_server import params
     _fuzz("parameter_validation", _params_target(), [st.sampled_from(_all_specs()),
                                                      _param_values],
-          [(("server", params.BY_NAME["image_topics"]), ["9abc"])])  # issue 21 item 14
+          [(("server", params.BY_NAME["image_topics"]), ["9abc"]),  # issue 21 item 14
+           (("server", params.BY_NAME["face.padding"]), float("nan"))])  # found by fuzzing
 
 
 @pytest.fixture(autouse=True, scope="module")

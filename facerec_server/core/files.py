@@ -59,6 +59,12 @@ def file_kind(mode: int) -> str:
     return "special file"
 
 
+def shown(path: str) -> str:
+    """``path`` for a one-line message: as it is when printable, else its repr (a name
+    holding a newline or a control character)."""
+    return path if str(path).isprintable() else repr(path)
+
+
 def expand_user(path: str, what: str = "path") -> str:
     """``path`` with ``~`` / ``~user`` expanded; UnusableFile for a ``~user`` that names no
     user on this machine."""

@@ -112,7 +112,8 @@ def check_model_file(path: PathLike, kind: str) -> pathlib.Path:
     loader, a 4 GB file would be read whole before it could be refused)."""
     path = pathlib.Path(path)
     if not os.path.lexists(path):
-        raise ModelError(f"{kind} model file not found: {path} ({MODEL_FILES[kind]}); "
+        raise ModelError(f"{kind} model file not found: {files.shown(str(path))} "
+                         f"({MODEL_FILES[kind]}); "
                          f"{_how_to_get(kind)}")
     try:
         files.check_regular(path, f"{kind} model file", files.MAX_FACE_MODEL_FILE)
