@@ -3,7 +3,7 @@
 A thin host around :mod:`facerec_server.bridge` (ROS-free). Devices speaking the
 iot-facerecognition protocol connect over wss:// (see ``facerec-ws-camera``); their frames
 are recognised with the same face pipeline settings and the same gallery file as
-``facerec_server`` (``face.*``, ``gallery.path``, ``object_recognition.*`` parameters;
+``facerec_server`` (``face.*``, ``gallery.*``, ``object_recognition.*`` parameters;
 people enrolled through the server's ``~/enroll`` are picked up within a second) and, under
 the client's name (with ``bridge.auth`` token or mtls its token's name or certificate CN,
 which SETTING_NAME cannot change; with none the name it sets):
@@ -28,6 +28,11 @@ MESSAGE_TAG_OBJECT on their own schedule (``BridgeServer.send_objects``) and to
 wait for one reply per frame must wait for the face reply (command 3); object replies
 (command 4) are not per frame. The event loop runs in its own thread. ``bridge.*``
 parameters are read-only (restart the node to change them).
+
+With ``bridge.web`` the same port serves the web pages (:mod:`facerec_server.bridge.web`):
+enrollment and people management through the core's Enroller and Gallery on this node's
+gallery (the server picks changes up within a second), and every input of every
+``facerec_server`` on the graph (:class:`~facerec_server.server_watch.ServerWatch`).
 """
 from __future__ import annotations
 
@@ -53,15 +58,19 @@ from facerec_server import conversions, node_process, params
 from facerec_server.ros_params import declare
 from facerec_server.bridge import (BridgeConfig, BridgeConfigError, BridgeServer, BridgeThread,
                                    ClientSettings, FrameFailed, UndecodableFrame)
+from facerec_server.bridge.board import Board
 from facerec_server.bridge.config import AUTH_MODES
+from facerec_server.bridge.web import GalleryAccess, WebApp
 from facerec_server.bridge.protocol import sanitize_name
 from facerec_server.core import face_workers
+from facerec_server.core.enroll import Enroller
 from facerec_server.core.gallery import Gallery, GalleryError, GalleryMatcherSync
 from facerec_server.core.images import ImageDecodeError, decode_image
 from facerec_server.core.match import Matcher
 from facerec_server.core.object_scheduler import ObjectScheduler
 from facerec_server.core.models import ModelError
 from facerec_server.object_runner import ObjectRunner
+from facerec_server.server_watch import ServerWatch
 from facerec_server.settings import ServerSettings, apply_changes, resolve_model_paths
 
 NODE_NAME = "facerec_bridge"
@@ -108,12 +117,15 @@ BRIDGE_SPECS = (
                      "up at most this long", low=1.0, high=600.0, read_only=True),
     params.ParamSpec("bridge.publish_images", True, "bool",
                      "republish client frames on ~/clients/<name>/image/compressed"),
+    params.ParamSpec("bridge.web", True, "bool",
+                     "serve the web pages (live camera, enrollment, people, cameras, "
+                     "statistics) on the same port, behind the same authentication",
+                     read_only=True),
 )
 
-# Server parameters that mean nothing here (no subscriptions, no overlays, no enrollment).
+# Server parameters that mean nothing here (no subscriptions, no overlays, no reference file).
 _SERVER_ONLY = {"image_topics", "image_reliability", "max_frame_age", "input_timeout",
-                "annotated.jpeg_quality",
-                "gallery.reference_file", "gallery.min_face_size", "gallery.allow_conflicts"}
+                "annotated.jpeg_quality", "gallery.reference_file"}
 SHARED_SPECS = tuple(s for s in params.SPECS if s.name not in _SERVER_ONLY)
 
 IMAGE_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT,
@@ -168,7 +180,8 @@ class FacerecBridge(Node):
         self._pubs_lock = threading.Lock()
 
         self.bridge = BridgeServer(config, self.process, on_frame=self._on_frame,
-                                   on_result=self._on_result, on_client=self._on_client)
+                                   on_result=self._on_result, on_client=self._on_client,
+                                   web=self._web_app())
         self._thread = BridgeThread(self.bridge)
         self._thread.start()  # OSError (port in use) propagates
         self.create_timer(self.settings.diagnostics_period, self._diagnostics)
@@ -176,6 +189,21 @@ class FacerecBridge(Node):
             f"bridge on wss://{config.host}:{self.bridge.port} (auth={config.auth}), "
             f"{self._pool.size} face worker(s), gallery {self.gallery.path} "
             f"({len(self._matcher.names)} samples)")
+
+    def _web_app(self) -> Optional[WebApp]:
+        """The web pages: enrollment through the core's Enroller on this node's gallery
+        (faces described in its worker processes), every server's inputs from ROS."""
+        if not self.get_parameter("bridge.web").value:
+            return None
+        self._enroller = Enroller(self.gallery, face_workers.PoolDescriber(
+            lambda: (self._pool, self.settings.face, self._model_paths),
+            timeout=self._frame_timeout), self.settings.enroll_config())
+        access = GalleryAccess(self.gallery, self._enroller,
+                               changed=lambda: self._sync.refresh(force=True),
+                               allow_conflicts=lambda: self.settings.allow_conflicts)
+        board = Board()
+        self._watch = ServerWatch(self, board)
+        return WebApp(access, board)
 
     # --- parameters ------------------------------------------------------------------------
     def _values(self) -> dict:
@@ -212,6 +240,8 @@ class FacerecBridge(Node):
         if hasattr(self, "_matcher"):  # after start-up
             self.settings, self._model_paths = settings, model_paths
             self._matcher.threshold = settings.face.threshold
+            if getattr(self, "_enroller", None) is not None:
+                self._enroller.config = settings.enroll_config()
         return SetParametersResult(successful=True)
 
     # --- the processor (bridge worker threads) -----------------------------------------------

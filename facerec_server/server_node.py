@@ -11,7 +11,7 @@ import math
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 import rclpy
@@ -29,7 +29,7 @@ from facerec_msgs.srv import Enroll, Forget, ListFaces
 from facerec_server import conversions, node_process, params
 from facerec_server.ros_params import declare
 from facerec_server.core import face_workers
-from facerec_server.core.enroll import EnrollConfig, Enroller
+from facerec_server.core.enroll import Enroller
 from facerec_server.core.gallery import Gallery, GalleryError, GalleryMatcherSync
 from facerec_server.core import input_health
 from facerec_server.core.images import ImageDecodeError, decode_image, encode_jpeg
@@ -95,7 +95,9 @@ class FacerecServer(Node):
             self._pool.warmup(self.settings.face, self._model_paths)  # ModelError: bad file
         except face_workers.WorkerCrashed as exc:
             raise ModelError(f"face workers could not load the models: {exc}") from None
-        self._enroller = Enroller(self.gallery, _PoolDescriber(self), self._enroll_config())
+        self._enroller = Enroller(self.gallery, face_workers.PoolDescriber(
+            lambda: (self._pool, self.settings.face, self._model_paths)),
+            self.settings.enroll_config())
         self._import_reference()
         self._objects = ObjectRunner(self, self._object_results_callback)
 
@@ -163,12 +165,8 @@ class FacerecServer(Node):
             return SetParametersResult(successful=False, reason=str(exc))
         self._snapshot = (settings, model_paths)
         self._matcher.threshold = settings.face.threshold
-        self._enroller.config = self._enroll_config()
+        self._enroller.config = settings.enroll_config()
         return SetParametersResult(successful=True)
-
-    def _enroll_config(self) -> EnrollConfig:
-        return replace(EnrollConfig(), min_face_size=self.settings.gallery_min_face_size,
-                       threshold=self.settings.face.threshold)
 
     # --- frames --------------------------------------------------------------------------
     def _input_events(self, entry: _Input) -> SubscriptionEventCallbacks:
@@ -408,18 +406,6 @@ class FacerecServer(Node):
         if getattr(self, "gallery", None) is not None:
             self.gallery.close()
         return super().destroy_node()
-
-
-class _PoolDescriber:
-    """``describe(image_bgr)`` for the Enroller, run in the face worker processes."""
-
-    def __init__(self, node: FacerecServer):
-        self._node = node
-
-    def describe(self, image):
-        node = self._node
-        return node._pool.run(face_workers.job_describe_array, node.settings.face,
-                              node._model_paths, image)
 
 
 def _fmt(value) -> str:

@@ -6,10 +6,11 @@ of settings for a whole frame (a change takes effect from the next frame).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, Optional, Tuple
 
 from facerec_server import params
+from facerec_server.core.enroll import EnrollConfig
 from facerec_server.core.models import MODEL_FILES, ModelPaths, check_model_file
 from facerec_server.core.pipeline import FaceConfig
 
@@ -74,6 +75,12 @@ class ServerSettings:
             deterministic=bool(v["object_recognition.deterministic"]),
             crops=int(v["object_recognition.crops"]),
             objects_max_rate=float(v["object_recognition.max_rate"]))
+
+    def enroll_config(self) -> EnrollConfig:
+        """Enrollment rules from these settings (the server's ~/enroll and the bridge's web
+        pages enroll with the same ones)."""
+        return replace(EnrollConfig(), min_face_size=self.gallery_min_face_size,
+                       threshold=self.face.threshold)
 
     def pool_size(self) -> int:
         """Worker processes: the parameter, or one per input capped at the core count."""

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from facerec_server.core.images import decode_image
 from facerec_server.core.processes import worker_init
@@ -149,3 +149,20 @@ class FaceWorkerPool:
     def shutdown(self) -> None:
         with self._lock:
             self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class PoolDescriber:
+    """``describe(image_bgr)`` for an :class:`~facerec_server.core.enroll.Enroller`: every
+    face with descriptor and aligned chip, computed in a pool's worker processes.
+
+    ``current()`` returns ``(pool, FaceConfig, model_paths)`` at the time of each call, so
+    parameter changes (and a restarted pool) apply from the next image."""
+
+    def __init__(self, current: Callable[[], Tuple["FaceWorkerPool", Any, Any]],
+                 timeout: Optional[float] = None):
+        self._current = current
+        self.timeout = timeout
+
+    def describe(self, image) -> List[Any]:
+        pool, config, model_paths = self._current()
+        return pool.run(job_describe_array, config, model_paths, image, timeout=self.timeout)
