@@ -45,11 +45,12 @@ def is_websocket_upgrade(head: bytes) -> bool:
 
 
 def same_origin(headers) -> bool:
-    """Whether a browser request comes from a page of this origin: ``Sec-Fetch-Site`` (when
-    sent) is same-origin or none, and ``Origin`` (when sent) is ``https://<Host>``. Requests
-    without either (scripts, devices) pass: they carry their own credential."""
-    if headers.get("Sec-Fetch-Site", "") not in ("", "same-origin", "none"):
-        return False
+    """Whether a browser request comes from a page of this origin: ``Sec-Fetch-Site`` is
+    same-origin or none, or (browsers without it) ``Origin`` is ``https://<Host>``. Requests
+    with neither (scripts, devices) pass: they carry their own credential."""
+    site = headers.get("Sec-Fetch-Site", "")
+    if site:
+        return site in ("same-origin", "none")
     origin = headers.get("Origin", "")
     return not origin or origin == f"https://{headers.get('Host', '')}"
 

@@ -285,6 +285,12 @@ class _GateConnection(ServerConnection):
         elif self._raw is not None:
             self._raw.abort()
 
+    def eof_received(self):
+        if self._handed_over:
+            return super().eof_received()
+        self.drop()  # closed before its first request (browsers pre-connect sockets)
+        return None
+
     def connection_lost(self, exc) -> None:
         self._lost = True
         self._stop_watching()

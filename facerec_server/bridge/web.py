@@ -71,7 +71,7 @@ TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=u
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'{style}; img-src 'self' blob: "
        "data:; media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; "
        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
-SECURITY_HEADERS = [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
+SECURITY_HEADERS = [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin"),
                     ("X-Frame-Options", "DENY"),
                     ("Permissions-Policy", "camera=(self), microphone=(), geolocation=()")]
 

@@ -77,12 +77,15 @@ function connect() {
 }
 
 function drawFaces() {
+  // The frame the reply is about (still in the grab canvas: with faces on, the next frame
+  // is grabbed only after this reply), with its boxes: names stay on the right faces.
   const video = $('live-video');
   const overlay = $('live-overlay');
   overlay.width = video.clientWidth;
   overlay.height = video.clientHeight;
   const context = overlay.getContext('2d');
   context.clearRect(0, 0, overlay.width, overlay.height);
+  if (canvas.width) context.drawImage(canvas, 0, 0, overlay.width, overlay.height);
   const scaleX = overlay.width / frameSize.width;
   const scaleY = overlay.height / frameSize.height;
   context.lineWidth = 3;
@@ -141,7 +144,14 @@ async function start() {
   $('live-toggle').textContent = 'Stop';
 }
 
+function clearOverlay() {
+  const overlay = $('live-overlay');
+  overlay.getContext('2d').clearRect(0, 0, overlay.width, overlay.height);
+  $('live-names').replaceChildren();
+}
+
 function stop() {
+  clearOverlay();
   clearInterval(timer);
   timer = null;
   waitingSince = 0;
@@ -176,6 +186,7 @@ export function enter() {
     for (const [id, command] of Object.entries(inputs)) {
       $(id).addEventListener('change', () => {
         for (const [c, value] of settings()) if (c === command) send(c, value);
+        if (!$('live-faces').checked) clearOverlay();
       });
     }
     setInterval(showCounters, 1000);
