@@ -126,16 +126,51 @@ def graph_by_node(tmp_path_factory, ros_context):
         "bridge_params_file": params_copy("bridge.yaml", tmp, dict(tls["overrides"], **{
             "bridge.port": port, "workers": 1, "gallery.path": str(tmp / "g.db")}))},
         tmp=tmp, name="bringup")
+    viewer = None
     try:
         wait_for_service(graph, ListFaces, "/facerec_server/list_faces", launch, timeout=180)
         wait_port(port, launch, timeout=180)
+        viewer = _CamerasPageViewer(port, tls)  # the bridge subscribes to annotated frames
         result = asyncio.run(_read_graph_with_a_bridge_client(graph, port, tls))
         code = launch.stop(60)
     finally:
+        if viewer is not None:
+            viewer.stop()
         graph.close()
         launch.close()
     assert code == 0, launch.describe()
     return result
+
+
+class _CamerasPageViewer:
+    """Asks the bridge's web API for the Cameras page once a second (as the open page does),
+    so the bridge keeps its subscriptions to the servers' annotated frames."""
+
+    def __init__(self, port, tls):
+        import http.client
+        import threading
+        context = ssl.create_default_context()
+        tls["ca"].configure_trust(context)
+        self._stop = threading.Event()
+
+        def poll():
+            while not self._stop.wait(1.0):
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=context,
+                                                   timeout=10)
+                try:
+                    conn.request("GET", "/api/cameras",
+                                 headers={"Authorization": f"Bearer {tls['token']}"})
+                    conn.getresponse().read()
+                except (OSError, http.client.HTTPException):  # the launch is ending
+                    pass
+                finally:
+                    conn.close()
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(15)
 
 
 async def _read_graph_with_a_bridge_client(graph, port, tls):
@@ -180,8 +215,10 @@ def _introspect(graph, settle: float = 20.0):
                 current = None
                 break
         if current is not None and current == previous:
-            if time.monotonic() - stable_since > 2.0 and any(
-                    "/clients/" in t for t in current["facerec_bridge"]["publish"]):
+            bridge = current["facerec_bridge"]
+            if time.monotonic() - stable_since > 2.0 \
+                    and any("/clients/" in t for t in bridge["publish"]) \
+                    and any(t.endswith("/annotated/compressed") for t in bridge["subscribe"]):
                 return current
         else:
             previous, stable_since = current, time.monotonic()

@@ -5,7 +5,6 @@ fake camera playing real faces (scikit-image's astronaut, moved, scaled and mirr
 facerec_bridge serving the pages, and a real facerec_camera + facerec_server pair whose
 topic the Cameras page must list next to the browser. Screenshots go to docs/screenshots/
 (the README shows them)."""
-import pathlib
 import sqlite3
 
 import cv2
