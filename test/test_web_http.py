@@ -383,3 +383,18 @@ def test_mtls_mode_needs_no_login_and_no_certificate_gets_nothing(tls, tmp_path)
                 web.request("GET", "/", context=context)
     finally:
         web.close()
+
+
+def test_without_web_pages_the_port_answers_websockets_only(tls):
+    server = BridgeServer(config(tls), PipelineProcessor())
+    thread = BridgeThread(server)
+    thread.start()
+    try:
+        conn = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=30,
+                                           context=tls["client_context"]())
+        conn.request("GET", "/", headers={"Authorization": f"Bearer {TOKEN}"})
+        response = conn.getresponse()
+        assert response.status == 426 and b"page-live" not in response.read()
+        conn.close()
+    finally:
+        thread.stop()
