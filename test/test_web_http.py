@@ -59,6 +59,7 @@ class Web:
         self.thread.start()
         self.port = self.server.port
         self.context = tls["client_context"]()
+        self.sessions_seen = []
 
     def connection(self, context=None, source="127.0.0.1") -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30,
@@ -153,8 +154,45 @@ def test_websocket_without_credential_gets_no_protocol_message(web):
     assert _run(scenario()) == 1008
 
 
-def test_login_sets_a_strict_session_cookie_and_logout_ends_it(web, caplog):
-    caplog.set_level(logging.DEBUG)
+class _Lines(logging.Handler):
+    """Every line the bridge's loggers write, at every level. Attached to each of them:
+    with launch_testing's pytest plugin loaded, loggers do not propagate (launch's logger
+    class), so pytest's caplog sees nothing."""
+
+    NAMES = ("facerec.bridge", "facerec.bridge.ws", "facerec.bridge.web",
+             "facerec.bridge.http")
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines = []
+        self.loggers = [logging.getLogger(name) for name in self.NAMES]
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+    def __enter__(self):
+        self.levels = [logger.level for logger in self.loggers]
+        for logger in self.loggers:
+            logger.setLevel(logging.DEBUG)
+            logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        for logger, level in zip(self.loggers, self.levels):
+            logger.removeHandler(self)
+            logger.setLevel(level)
+
+
+def test_login_sets_a_strict_session_cookie_and_logout_ends_it(web):
+    with _Lines() as log:
+        _login_and_logout(web)
+    text = "\n".join(log.lines)
+    assert "failed web log-in from 127.0.0.1" in text and "< Cookie: ***" in text, text[-2000:]
+    assert TOKEN not in text and "wrong-token-0123456789" not in text
+    assert not any(session in text for session in web.sessions_seen)
+
+
+def _login_and_logout(web):
     status, headers = web.login()
     assert status == 303 and headers["location"] == "/"
     cookie = headers["set-cookie"]
@@ -162,6 +200,7 @@ def test_login_sets_a_strict_session_cookie_and_logout_ends_it(web, caplog):
     assert name_value.startswith(f"{SESSION_COOKIE}=") and SESSION_COOKIE.startswith("__Host-")
     assert {"Secure", "HttpOnly", "SameSite=Strict", "Path=/"} <= set(flags)
     session = name_value.split("=", 1)[1]
+    web.sessions_seen.append(session)
     assert len(session) >= 40 and TOKEN not in cookie
     status, headers, data = web.request("GET", "/", cookie=session)
     assert status == 200 and data == web.app.static.files["index.html"][0]
@@ -175,7 +214,14 @@ def test_login_sets_a_strict_session_cookie_and_logout_ends_it(web, caplog):
     status, _, data = web.request("POST", "/login", body="token=wrong-token-0123456789",
                                   headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert status == 401 and b"Wrong token." in data
-    assert TOKEN not in caplog.text and "wrong-token-0123456789" not in caplog.text
+    session = web.session()
+    web.sessions_seen.append(session)
+
+    async def upgrade():  # websockets logs the handshake's headers at debug level
+        async with connect(f"wss://127.0.0.1:{web.port}/", ssl=web.context,
+                           additional_headers={"Cookie": f"{SESSION_COOKIE}={session}"}) as ws:
+            return json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert _run(upgrade()) == {"command": 9}
 
 
 def test_failed_logins_back_off_with_429(tls, tmp_path):

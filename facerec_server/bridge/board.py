@@ -21,7 +21,7 @@ import math
 import statistics
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Deque, Dict, List, Optional, Sequence
 
@@ -54,7 +54,9 @@ class _Input:
     last_seen: float = 0.0
     frame: Optional[bytes] = None  # newest JPEG: raw (clients) or annotated (ROS)
     frame_stamp: float = 0.0
-    faces: list = field(default_factory=list)  # clients: faces of the newest result
+    faces: list = field(default_factory=list)  # clients: the faces found in ``frame``
+    waiting: "OrderedDict[float, bytes]" = field(default_factory=OrderedDict)  # clients:
+    #                                          frames whose result has not come yet
     drawn: Optional[bytes] = None
     drawn_at: float = -math.inf
     prev: Optional[tuple] = None  # (time, processed, bytes_in) at the last rate update
@@ -76,16 +78,24 @@ class Board:
     def client_frame(self, name: str, jpeg: bytes, stamp: float) -> None:
         with self._lock:
             entry = self._entry(CLIENT, name, "bridge")
-            entry.frame, entry.frame_stamp = jpeg, stamp
+            entry.waiting[stamp] = jpeg  # until its result comes (or a newer frame's)
+            while len(entry.waiting) > 3:  # one processed, one waiting, one arriving
+                entry.waiting.popitem(last=False)
+            if entry.frame is None:
+                entry.frame, entry.frame_stamp = jpeg, stamp
 
     def client_result(self, name: str, stamp: float, faces: Optional[Sequence],
                       latency: float) -> None:
+        """The result of the frame received at ``stamp``: that frame and its faces are
+        what the Cameras page shows."""
         with self._lock:
             entry = self._entry(CLIENT, name, "bridge")
             entry.latency.append(latency)
+            jpeg = entry.waiting.pop(stamp, None)
+            if jpeg is not None:
+                entry.frame, entry.frame_stamp = jpeg, stamp
+                entry.faces, entry.drawn = list(faces or ()), None
             if faces is not None:
-                if stamp == entry.frame_stamp:
-                    entry.faces = list(faces)
                 self._count_names(face.name for face in faces)
 
     def client_counters(self, clients: Dict[str, dict]) -> None:
