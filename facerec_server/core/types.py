@@ -5,7 +5,8 @@ Conventions used throughout the core:
 * Images are ``numpy.ndarray`` of dtype uint8, shape (height, width, 3), **BGR** colour
   order (OpenCV's and cv_bridge's ``bgr8``). Stages that need RGB (dlib) convert themselves.
 * Boxes are ``(left, top, right, bottom)`` in integer pixels of the full-resolution input
-  image, right/bottom exclusive, clipped to the image.
+  image, right/bottom exclusive, clipped to the image (``Detection.unclipped`` keeps the
+  detector's own box for the landmark model).
 * Landmarks are float32 arrays of shape (N, 2) holding (x, y) pixel coordinates.
 * Descriptors are float32 arrays of shape (128,); distances are Euclidean.
 """
@@ -21,10 +22,19 @@ Box = Tuple[int, int, int, int]
 
 @dataclass
 class Detection:
-    """One detector hit: a box (left, top, right, bottom) and the detector's score."""
+    """One detector hit: a box (left, top, right, bottom) clipped to the image, and the
+    detector's score. ``unclipped`` is the detector's box before clipping (it reaches past
+    the image edge for a face cut by it; None = same as ``box``): landmarks are found in it,
+    as dlib does, because clipping first moves the descriptor (by 0.05-0.15)."""
 
     box: Box
     score: float
+    unclipped: Optional[Box] = None
+
+    @property
+    def landmark_box(self) -> Box:
+        """The box to give the landmark model: the unclipped one when known."""
+        return self.unclipped if self.unclipped is not None else self.box
 
 
 @dataclass
