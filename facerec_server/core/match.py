@@ -55,6 +55,7 @@ class Matcher:
     def __init__(self, threshold: float = 0.6) -> None:
         self.threshold = threshold
         self._gallery: Tuple[Tuple[str, ...], np.ndarray, np.ndarray] = self._build((), [])
+        self._generation = 0
 
     @property
     def threshold(self) -> float:
@@ -89,10 +90,17 @@ class Matcher:
         or non-finite values; the previous gallery stays in place then.
         """
         self._gallery = self._build(names, descriptors)
+        self._generation += 1
 
     def clear(self) -> None:
         """Empty the gallery: every face becomes unknown."""
         self._gallery = self._build((), [])
+        self._generation += 1
+
+    @property
+    def generation(self) -> int:
+        """Grows each time the gallery is replaced (callers that keep matches compare it)."""
+        return self._generation
 
     @property
     def names(self) -> Tuple[str, ...]:
@@ -115,6 +123,15 @@ class Matcher:
         queries = queries.astype(np.float32)
         return (np.einsum("ij,ij->i", queries, queries)[:, None] + norms[None, :]
                 - 2.0 * (queries @ matrix.T))
+
+    def distance_to(self, descriptor, name: str) -> float:
+        """Distance from one descriptor (128,) to the nearest gallery sample of ``name``
+        (``inf`` when the gallery holds none of that name)."""
+        gallery = self._gallery  # one consistent snapshot
+        rows = [i for i, sample in enumerate(gallery[0]) if sample == name]
+        if not rows:
+            return float("inf")
+        return float(self._distances(as_descriptors(descriptor), gallery)[0, rows].min())
 
     def name_faces(self, faces: Sequence, threshold: Optional[float] = None) -> None:
         """Fill ``name``, ``distance`` and ``confidence`` of every face that has a descriptor

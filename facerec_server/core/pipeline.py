@@ -12,10 +12,12 @@ import time
 from dataclasses import asdict, dataclass, fields, replace
 from typing import List, Mapping, NamedTuple, Optional
 
+import cv2
 import numpy as np
 
+from . import tracking
 from .align import Aligner, shape_to_array
-from .detect import CnnDetector, HogDetector, to_rgb
+from .detect import CnnDetector, HogDetector, clip_box, to_rgb
 from .embed import DlibEmbedder
 from .match import Matcher
 from .models import ModelPaths
@@ -255,12 +257,43 @@ class FacePipeline:
     # --- processing -----------------------------------------------------------------------
 
     def _detect(self, stages: _Stages, image_rgb: np.ndarray) -> List[Detection]:
-        detections = stages.detector.detect_rgb(image_rgb)
-        minimum = stages.config.min_face_size
-        if minimum > 0:
-            detections = [d for d in detections
-                          if min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= minimum]
-        return detections
+        return _big_enough(stages.detector.detect_rgb(image_rgb), stages.config.min_face_size)
+
+    def _detect_regions(self, stages: _Stages, image_rgb: np.ndarray,
+                        boxes: List[tuple]) -> List[Detection]:
+        """Faces near ``boxes`` (predicted track boxes): each region (see
+        ``tracking.region_of``) is scaled so its face is about 90 px wide and searched at
+        upsample 0, whatever the frame's upsample; overlapping finds are merged."""
+        detector = stages.detector.with_settings(0, 1.0)
+        height, width = image_rgb.shape[:2]
+        found = []
+        for box in boxes:
+            (left, top, right, bottom), scale = tracking.region_of(box, width, height)
+            if right - left < 8 or bottom - top < 8:
+                continue
+            size = (max(1, int(round((right - left) * scale))),
+                    max(1, int(round((bottom - top) * scale))))
+            region = cv2.resize(image_rgb[top:bottom, left:right], size,
+                                interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+            for hit in detector.detect_rgb(np.ascontiguousarray(region)):
+                u = hit.landmark_box
+                unclipped = (int(round(left + u[0] / scale)), int(round(top + u[1] / scale)),
+                             int(round(left + u[2] / scale)), int(round(top + u[3] / scale)))
+                clipped = clip_box(unclipped, width, height)
+                if clipped[2] > clipped[0] and clipped[3] > clipped[1]:
+                    found.append(Detection(clipped, hit.score, unclipped))
+        return _big_enough(_merge(found), stages.config.min_face_size)
+
+    def _detect_in(self, stages: _Stages, image_rgb: np.ndarray, area) -> List[Detection]:
+        """The frame's own detector (its upsample and scale) on one area of the frame."""
+        left, top, right, bottom = area
+        height, width = image_rgb.shape[:2]
+        found = []
+        for hit in self._detect(stages, np.ascontiguousarray(image_rgb[top:bottom, left:right])):
+            u = hit.landmark_box
+            unclipped = (u[0] + left, u[1] + top, u[2] + left, u[3] + top)
+            found.append(Detection(clip_box(unclipped, width, height), hit.score, unclipped))
+        return found
 
     def process(self, image_bgr: np.ndarray) -> FrameResult:
         """Detect, align, embed (one batch) and match every face of a BGR frame.
@@ -282,6 +315,54 @@ class FacePipeline:
             self.matcher.name_faces(faces)
         return FrameResult(faces=faces, processing_time=time.perf_counter() - start)
 
+    def follow(self, image_bgr: np.ndarray, plan: "tracking.FramePlan") -> "tracking.TrackedFrame":
+        """Run a tracking plan (``core.tracking.FaceTracker.plan``) on a BGR frame: detect on
+        the whole frame or only around the tracks, associate the faces found with the tracks,
+        landmarks for every face, descriptors only where the plan's budget asks. Stateless:
+        any process holding the models can run any input's frames."""
+        start = time.perf_counter()
+        stages = self._snapshot()
+        image_rgb = to_rgb(image_bgr)
+        height, width = image_rgb.shape[:2]
+        thumbnail = tracking.make_thumbnail(image_bgr)
+        full, reason, areas = plan.full_detection, plan.reason, None
+        if not full and plan.motion_trigger > 0:
+            moved, regions = tracking.motion_outside(
+                plan.previous_thumbnail, thumbnail, [h.box for h in plan.hints], (height, width))
+            if moved > plan.motion_trigger:
+                full, reason = True, "motion"
+                areas = tracking.detection_areas(regions, width, height)
+        if full and areas is None:
+            detections = self._detect(stages, image_rgb)
+        else:
+            detections = self._detect_regions(stages, image_rgb, [h.box for h in plan.hints])
+            for left, top, right, bottom in areas or ():
+                detections += self._detect_in(stages, image_rgb, (left, top, right, bottom))
+            detections = _merge(detections)
+        boxes = [d.landmark_box for d in detections]
+        pairs, ambiguous = tracking.associate(plan.hints, boxes)
+        shapes = stages.aligner.raw_shapes(image_rgb, boxes)
+        landmarks = [shape_to_array(shape) for shape in shapes]
+        poses = [tracking.pose_of(points) for points in landmarks]
+        wanted = [i for i, box in enumerate(boxes) if stages.config.compute_descriptors
+                  and tracking.wants_descriptor(plan, plan.hints[pairs[i]] if i in pairs
+                                                else None, box[2] - box[0], poses[i],
+                                                i in ambiguous)]
+        descriptors: List[Optional[np.ndarray]] = [None] * len(boxes)
+        if wanted:
+            chips = stages.aligner.chips(image_rgb, [shapes[i] for i in wanted])
+            for i, descriptor in zip(wanted, stages.embedder.embed_chips(chips)):
+                descriptors[i] = descriptor
+        final = tracking.resolve(plan.hints, descriptors, pairs, ambiguous,
+                                 stages.config.threshold)
+        observations = [tracking.Observation(
+            box=d.box, unclipped=boxes[i], detection_score=d.score, landmarks=landmarks[i],
+            descriptor=descriptors[i], pose=poses[i],
+            track_id=plan.hints[final[i]].track_id if i in final else 0)
+            for i, d in enumerate(detections)]
+        return tracking.TrackedFrame(observations, full, reason, thumbnail,
+                                     time.perf_counter() - start, (height, width))
+
     def describe(self, image_bgr: np.ndarray) -> List[FaceSample]:
         """Every face of a BGR image with landmarks, descriptor and chip (for enrollment).
 
@@ -296,6 +377,22 @@ class FacePipeline:
         descriptors = stages.embedder.embed_chips(chips)
         return [FaceSample(d, shape_to_array(s), desc, chip)
                 for d, s, desc, chip in zip(detections, shapes, descriptors, chips)]
+
+
+def _merge(detections: List[Detection]) -> List[Detection]:
+    """Detections with overlapping finds (IoU >= 0.5) merged: the higher score stays."""
+    kept: List[Detection] = []
+    for hit in sorted(detections, key=lambda d: -d.score):
+        if all(tracking.iou(hit.landmark_box, k.landmark_box) < 0.5 for k in kept):
+            kept.append(hit)
+    return kept
+
+
+def _big_enough(detections: List[Detection], minimum: int) -> List[Detection]:
+    if minimum <= 0:
+        return detections
+    return [d for d in detections
+            if min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= minimum]
 
 
 def _changed(old: FaceConfig, new: FaceConfig, *names: str) -> bool:

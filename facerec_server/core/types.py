@@ -63,7 +63,8 @@ class FaceResult:
     name: str = ""
     distance: float = float("inf")
     confidence: float = 0.0
-    track_id: int = 0
+    track_id: int = 0  # 0 = not tracked (see core.tracking)
+    track_state: int = 0  # core.tracking.TRACK_NONE / TRACK_TENTATIVE / TRACK_CONFIRMED
 
 
 @dataclass
