@@ -17,7 +17,9 @@ which SETTING_NAME cannot change; with none the name it sets):
   ``object_schedulers``: clients with an object scheduler).
 
 Faces run in face worker processes (``workers``), one frame per client at a time
-(latest-frame semantics); the frame's reply (MESSAGE_TAG_FACE) carries faces only, so object
+(latest-frame semantics), tracked per client name as in the server (``face.tracking.*``:
+track ids, states and voted names in ``~/faces``; a client's tracks end when it leaves or is
+renamed); the frame's reply (MESSAGE_TAG_FACE) carries faces only, so object
 models never delay it. Object models run in a child process, per client on its own
 latest-frame :class:`~facerec_server.core.object_scheduler.ObjectScheduler` at most
 ``object_recognition.max_rate`` times per second (created on the client's first frame with
@@ -68,6 +70,7 @@ from facerec_server.core.gallery import Gallery, GalleryError, GalleryMatcherSyn
 from facerec_server.core.images import ImageDecodeError, decode_image
 from facerec_server.core.match import Matcher
 from facerec_server.core.object_scheduler import ObjectScheduler
+from facerec_server.core.tracking import TrackerSet
 from facerec_server.core.models import ModelError
 from facerec_server.object_runner import ObjectRunner
 from facerec_server.server_watch import ServerWatch
@@ -163,6 +166,8 @@ class FacerecBridge(Node):
         self._frame_timeout = float(self.get_parameter("bridge.frame_timeout").value)
         self._pool = face_workers.FaceWorkerPool(max(1, self.settings.workers or 1))
         self._pool.warmup(self.settings.face, self._model_paths)
+        # face tracks per client name (a rename or a departure ends that client's tracks)
+        self._trackers = TrackerSet(self.settings.tracking, capacity=config.max_clients)
         self._recognizer = None
         # client name -> its object scheduler; changed on the bridge's event loop thread only
         self._object_schedulers: Dict[str, ObjectScheduler] = {}
@@ -242,6 +247,8 @@ class FacerecBridge(Node):
             self._matcher.threshold = settings.face.threshold
             if getattr(self, "_enroller", None) is not None:
                 self._enroller.config = settings.enroll_config()
+            if hasattr(self, "_trackers"):
+                self._trackers.config = settings.tracking
         return SetParametersResult(successful=True)
 
     # --- the processor (bridge worker threads) -----------------------------------------------
@@ -254,13 +261,14 @@ class FacerecBridge(Node):
         settings, model_paths = self.settings, self._model_paths
         faces = []
         try:
+            if not (client.faces_enabled and settings.face_enabled and settings.tracking.enabled):
+                self._trackers.drop(client.name)
             if client.faces_enabled and settings.face_enabled:
-                result, _ = self._pool.run(face_workers.job_analyse, settings.face,
-                                           model_paths, jpeg, "jpeg",
-                                           timeout=self._frame_timeout)
+                tracker = self._trackers.get(client.name) if settings.tracking.enabled else None
                 self._sync.refresh()
-                faces = result.faces
-                self._matcher.name_faces(faces)
+                faces = self._pool.recognise(settings.face, model_paths, jpeg, "jpeg",
+                                             self._matcher, tracker, time.time(),
+                                             timeout=self._frame_timeout).faces
         except ImageDecodeError as exc:
             raise UndecodableFrame(str(exc)) from None
         except face_workers.WorkerCrashed as exc:
@@ -348,6 +356,7 @@ class FacerecBridge(Node):
         self.get_logger().info(f"client {name!r} {'connected' if connected else 'left'}")
         if not connected:
             self._drop_object_scheduler(name)
+            self._trackers.drop(name)
             with self._pubs_lock:
                 pub = self._image_pubs.pop(sanitize_name(name), None)
             if pub is not None:

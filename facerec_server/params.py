@@ -140,6 +140,34 @@ SPECS: Tuple[ParamSpec, ...] = (
     ParamSpec("face.models.cnn_detector", "", "string",
               "MMOD face detector (.dat); empty = from the face_recognition_models package",
               check=_model_file),
+    # Face tracks
+    ParamSpec("face.tracking.enabled", True, "bool",
+              "follow faces across frames per input: Face.track_id/track_state, one name voted "
+              "per track, the full-frame detector and the descriptor network on few frames "
+              "(false: every frame from scratch, track_id 0)"),
+    ParamSpec("face.tracking.detect_every", 10, "int",
+              "run the full-frame detector at least every this many frames; in between only "
+              "regions around the tracks are searched (1 = every frame)", low=1, high=1000),
+    ParamSpec("face.tracking.describe_every", 10, "int",
+              "re-describe a confirmed track at least every this many frames (tentative ones: "
+              "every frame)", low=1, high=1000),
+    ParamSpec("face.tracking.lost_timeout", 2.0, "double",
+              "seconds (of frame stamps) a track survives unseen (occlusion, missed "
+              "detections); a face found after that gets a new track id", low=0.0, high=3600.0),
+    ParamSpec("face.tracking.confirm_votes", 3, "int",
+              "descriptors a track needs before its name is confirmed", low=1, high=100),
+    ParamSpec("face.tracking.vote_window", 10, "int",
+              "newest descriptors kept per track and voted over, weighted by face size and "
+              "distance (>= confirm_votes)", low=1, high=100),
+    ParamSpec("face.tracking.redescribe_growth", 0.2, "double",
+              "re-describe a track when its face width changed by more than this fraction",
+              low=0.0, high=10.0),
+    ParamSpec("face.tracking.motion_trigger", 0.01, "double",
+              "run the full-frame detector when more than this fraction of the image changed "
+              "outside the tracked people (someone may be coming in; 0 = only every "
+              "detect_every frames)", low=0.0, high=1.0),
+    ParamSpec("face.tracking.max_tracks", 32, "int",
+              "most tracks per input (the longest unseen ends first)", low=1, high=1000),
     # Gallery
     ParamSpec("gallery.path", DEFAULT_GALLERY, "string",
               "gallery of known people: an SQLite file (created on first use), or a "

@@ -37,6 +37,7 @@ from facerec_server.core.latest import InputStats, LatestWorker
 from facerec_server.core.match import Matcher
 from facerec_server.core.models import ModelError
 from facerec_server.core.overlay import draw_overlay
+from facerec_server.core.tracking import TrackerSet
 from facerec_server.object_runner import ObjectRunner
 from facerec_server.settings import ServerSettings, apply_changes, resolve_model_paths
 
@@ -87,6 +88,8 @@ class FacerecServer(Node):
         self.add_on_set_parameters_callback(self.parameters_callback)
 
         self._matcher = Matcher(self.settings.face.threshold)
+        self._trackers = TrackerSet(self.settings.tracking,
+                                    capacity=max(1, len(self.settings.image_topics)))
         self.gallery = Gallery(self.settings.gallery_path)  # GalleryError: stop at start-up
         self._sync = GalleryMatcherSync(self.gallery, self._matcher)
         self._sync.refresh(force=True)
@@ -165,6 +168,7 @@ class FacerecServer(Node):
             return SetParametersResult(successful=False, reason=str(exc))
         self._snapshot = (settings, model_paths)
         self._matcher.threshold = settings.face.threshold
+        self._trackers.config = settings.tracking
         self._enroller.config = settings.enroll_config()
         return SetParametersResult(successful=True)
 
@@ -194,6 +198,13 @@ class FacerecServer(Node):
         now = self.get_clock().now().nanoseconds
         return (now - (stamp.sec * 1_000_000_000 + stamp.nanosec)) / 1e9
 
+    def _stamp(self, msg) -> float:
+        """The frame's time in seconds for its tracks: the header stamp, else now."""
+        stamp = msg.header.stamp
+        if stamp.sec == 0 and stamp.nanosec == 0:
+            return self.get_clock().now().nanoseconds / 1e9
+        return stamp.sec + stamp.nanosec / 1e9
+
     def _process(self, entry: _Input, msg: CompressedImage) -> None:
         """One frame of one input (worker thread): faces now, objects on their own schedule."""
         settings, model_paths = self._snapshot
@@ -204,22 +215,28 @@ class FacerecServer(Node):
         data = bytes(msg.data)
         if settings.objects_enabled:
             self._objects.offer(entry.topic, msg.header, data, msg.format)
+        if not settings.face_enabled or not settings.tracking.enabled:
+            self._trackers.drop(entry.topic)  # tracks end; re-enabling starts new ones
         if not settings.face_enabled:
             entry.stats.count("dropped_disabled")
             return
         start = time.perf_counter()
+        capture = entry.capture
+        tracker = self._trackers.get(entry.topic) if settings.tracking.enabled else None
+        self._sync.refresh()
         try:
-            result, _ = self._pool.run(face_workers.job_analyse, settings.face, model_paths,
-                                       data, msg.format, timeout=FRAME_TIMEOUT)
+            result = self._pool.recognise(
+                settings.face, model_paths, data, msg.format, self._matcher, tracker,
+                self._stamp(msg), describe_all=capture is not None, timeout=FRAME_TIMEOUT)
         except ImageDecodeError as exc:
             entry.stats.error("decode_errors", str(exc))
             self.get_logger().warning(f"{entry.topic}: dropped a frame: {exc}",
                                       throttle_duration_sec=5.0)
             return
-        self._sync.refresh()
         faces = result.faces
-        self._matcher.name_faces(faces, threshold=settings.face.threshold)
-        capture = entry.capture
+        entry.stats.count("full_detections", int(result.full_detection))
+        entry.stats.count("faces_described",
+                          len(faces) if result.described is None else result.described)
         if capture is not None:
             capture.offer_faces(faces)
         elapsed = time.perf_counter() - start

@@ -13,6 +13,7 @@ from facerec_server import params
 from facerec_server.core.enroll import EnrollConfig
 from facerec_server.core.models import MODEL_FILES, ModelPaths, check_model_file
 from facerec_server.core.pipeline import FaceConfig
+from facerec_server.core.tracking import TrackingConfig
 
 _MODEL_PARAMS = {
     "shape_predictor": "face.models.shape_predictor",
@@ -35,6 +36,7 @@ class ServerSettings:
     annotated_quality: int
     face_enabled: bool
     face: FaceConfig
+    tracking: TrackingConfig
     model_overrides: Tuple[Tuple[str, str], ...]
     gallery_path: str
     reference_file: str
@@ -55,6 +57,16 @@ class ServerSettings:
             chip_size=int(v["face.chip_size"]), padding=float(v["face.padding"]),
             jitter=int(v["face.jitter"]), threshold=float(v["face.threshold"]),
             min_face_size=int(v["face.min_size"])).validate()
+        tracking = TrackingConfig(
+            enabled=bool(v["face.tracking.enabled"]),
+            detect_every=int(v["face.tracking.detect_every"]),
+            describe_every=int(v["face.tracking.describe_every"]),
+            lost_timeout=float(v["face.tracking.lost_timeout"]),
+            confirm_votes=int(v["face.tracking.confirm_votes"]),
+            vote_window=int(v["face.tracking.vote_window"]),
+            redescribe_growth=float(v["face.tracking.redescribe_growth"]),
+            motion_trigger=float(v["face.tracking.motion_trigger"]),
+            max_tracks=int(v["face.tracking.max_tracks"])).validate()
         overrides = tuple((kind, str(v[name])) for kind, name in _MODEL_PARAMS.items()
                           if v.get(name))
         return cls(
@@ -64,7 +76,7 @@ class ServerSettings:
             publish_descriptors=bool(v["publish_descriptors"]), workers=int(v["workers"]),
             diagnostics_period=float(v["diagnostics_period"]),
             annotated_quality=int(v["annotated.jpeg_quality"]),
-            face_enabled=bool(v["face_recognition.enabled"]), face=face,
+            face_enabled=bool(v["face_recognition.enabled"]), face=face, tracking=tracking,
             model_overrides=overrides,
             gallery_path=os.path.expanduser(v["gallery.path"]),
             reference_file=os.path.expanduser(v["gallery.reference_file"]),

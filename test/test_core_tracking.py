@@ -336,10 +336,13 @@ def test_region_search_scales_a_small_face_up(pipeline, messi):
     region around its predicted box at upsample 0: the region is scaled to ~85 px faces."""
     box = (225, 94, 262, 131)
     tracker = FaceTracker()
-    plan = tracking.FramePlan(False, "", [tracking.TrackHint(7, box, 0, False, 37.0, None,
-                                                             None)], None, 0.0)
+    hint = tracking.TrackHint(7, box, 0, False, 37.0, None, None)
+    plan = tracking.FramePlan(False, "", [hint], tracking.make_thumbnail(messi), 0.01,
+                              previous_size=messi.shape[:2])
     frame = pipeline.follow(messi, plan)
     assert [o.track_id for o in frame.observations] == [7]
     assert iou(frame.observations[0].box, box) > 0.5
     assert not frame.full_detection and tracker.tracks == []
     assert cv2.countNonZero(frame.thumbnail) > 0
+    other = pipeline.follow(cv2.resize(messi, (274, 171)), plan)  # another size
+    assert other.full_detection and other.reason == "new view"

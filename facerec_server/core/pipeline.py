@@ -326,6 +326,9 @@ class FacePipeline:
         height, width = image_rgb.shape[:2]
         thumbnail = tracking.make_thumbnail(image_bgr)
         full, reason, areas = plan.full_detection, plan.reason, None
+        if not full and (plan.previous_thumbnail is None or plan.previous_size is not None
+                         and tuple(plan.previous_size) != (height, width)):
+            full, reason = True, "new view"  # first frame, or the image size changed
         if not full and plan.motion_trigger > 0:
             moved, regions = tracking.motion_outside(
                 plan.previous_thumbnail, thumbnail, [h.box for h in plan.hints], (height, width))

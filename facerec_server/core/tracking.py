@@ -169,12 +169,13 @@ class FramePlan:
     """What :meth:`FacePipeline.follow` does with one frame."""
 
     full_detection: bool
-    reason: str  # why the full detector runs: no tracks / lost / periodic ("" = regions)
+    reason: str  # why the full detector runs: start / lost / periodic ("" = regions)
     hints: List[TrackHint]
     previous_thumbnail: Optional[np.ndarray] = None
     motion_trigger: float = 0.0
     redescribe_growth: float = 0.2
     describe_all: bool = False
+    previous_size: Optional[Tuple[int, int]] = None  # (height, width) of the last frame
 
 
 @dataclass
@@ -197,7 +198,7 @@ class TrackedFrame:
 
     observations: List[Observation]
     full_detection: bool
-    reason: str  # no tracks / lost / periodic / motion, or "" for a region-only frame
+    reason: str  # start / lost / periodic (the plan's), new view / motion, "" = regions
     thumbnail: Optional[np.ndarray]
     processing_time: float = 0.0
     image_size: Optional[Tuple[int, int]] = None  # (height, width)
@@ -580,6 +581,7 @@ class FaceTracker:
         self._size: Optional[Tuple[int, int]] = None  # (height, width) of the last frame
         self._since_full = 0
         self._last_stamp: Optional[float] = None
+        self._space = None
 
     @property
     def config(self) -> TrackingConfig:
@@ -596,6 +598,15 @@ class FaceTracker:
 
     def track(self, track_id: int) -> Optional[Track]:
         return self._tracks.get(track_id)
+
+    def use_descriptors(self, space) -> None:
+        """Say which descriptors the next frames get (any comparable value, e.g. embedder,
+        model file, chip settings): when it differs from the last, the tracks end, as their
+        stored descriptors could not be compared with new ones."""
+        if space != self._space:
+            if self._space is not None:
+                self.reset()
+            self._space = space
 
     # --- step 1 ---------------------------------------------------------------------------
     def plan(self, stamp: float, describe_all: bool = False) -> FramePlan:
@@ -618,7 +629,7 @@ class FaceTracker:
         hints = [t.hint(stamp, describe_all or t.state != TRACK_CONFIRMED
                         or t.since_described + 1 >= config.describe_every) for t in tracks]
         return FramePlan(bool(reason), reason, hints, self._thumbnail, config.motion_trigger,
-                         config.redescribe_growth, describe_all)
+                         config.redescribe_growth, describe_all, self._size)
 
     # --- step 3 ---------------------------------------------------------------------------
     def update(self, frame: TrackedFrame, stamp: float, matcher,
@@ -680,7 +691,8 @@ class FaceTracker:
         plan = self.plan(stamp, describe_all)
         frame = pipeline.follow(image_bgr, plan)
         faces = self.update(frame, stamp, pipeline.matcher, pipeline.config.threshold)
-        return FrameResult(faces=faces, processing_time=frame.processing_time)
+        return FrameResult(faces=faces, processing_time=frame.processing_time,
+                           full_detection=frame.full_detection, described=frame.described)
 
     def reset(self) -> None:
         """End every track (``on_end`` for each); the next frame starts from scratch."""

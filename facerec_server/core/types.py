@@ -83,3 +83,5 @@ class FrameResult:
 
     faces: list = field(default_factory=list)  # list[FaceResult]
     processing_time: float = 0.0  # seconds spent in the pipeline
+    full_detection: bool = True  # the full-frame detector ran (tracking may skip it)
+    described: Optional[int] = None  # faces whose descriptor was computed (None: all)
