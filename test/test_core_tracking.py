@@ -182,6 +182,16 @@ def test_step_on_plain_frames_and_describe_all(pipeline, astronaut):
     assert plan.describe_all and all(h.describe for h in plan.hints)
 
 
+def test_a_gap_in_the_frames_searches_the_whole_frame_again(pipeline, astronaut):
+    """The same picture after a pause longer than lost_timeout: the old track has ended and
+    nothing moved, but the face is found again (with a new id)."""
+    tracker = FaceTracker(TrackingConfig(lost_timeout=1.0))
+    first = tracker.step(astronaut, pipeline, 0.0).faces
+    again = tracker.step(astronaut, pipeline, 5.0)
+    assert again.full_detection and len(again.faces) == 1
+    assert again.faces[0].track_id != first[0].track_id
+
+
 def test_tracks_end_when_the_clock_goes_back(pipeline, astronaut):
     ended = []
     tracker = FaceTracker(on_end=ended.append)

@@ -1,5 +1,9 @@
 """The face pipeline: detect -> landmarks -> aligned chips -> descriptors -> gallery match.
 
+``FacePipeline.process`` does all of it for every face of a frame; ``FacePipeline.follow``
+runs a face-tracking plan instead (see :mod:`core.tracking`: detection near the tracks,
+descriptors only where the budget asks; naming is the tracker's).
+
 Input images are BGR uint8 (h, w, 3); boxes/landmarks are full-resolution pixels (see
 :mod:`facerec_server.core.types`). ``FacePipeline.process`` may be called from several threads
 while ``reconfigure`` runs in another: stages are swapped as one immutable snapshot under a
@@ -259,17 +263,29 @@ class FacePipeline:
     def _detect(self, stages: _Stages, image_rgb: np.ndarray) -> List[Detection]:
         return _big_enough(stages.detector.detect_rgb(image_rgb), stages.config.min_face_size)
 
+    def detect_near(self, image_bgr: np.ndarray, boxes: List[tuple]) -> List[Detection]:
+        """Faces searched only near ``boxes`` (how a tracked frame looks for its faces)."""
+        return self._detect_regions(self._snapshot(), to_rgb(image_bgr), boxes)
+
     def _detect_regions(self, stages: _Stages, image_rgb: np.ndarray,
                         boxes: List[tuple]) -> List[Detection]:
         """Faces near ``boxes`` (predicted track boxes): each region (see
-        ``tracking.region_of``) is scaled so its face is about 90 px wide and searched at
-        upsample 0, whatever the frame's upsample; overlapping finds are merged."""
+        ``tracking.region_of``) is scaled so its face is about 85 px wide and searched at
+        upsample 0, whatever the frame's upsample. A region cut by the image edge is searched
+        with the frame's own detector instead (a face leaving or entering is then found or
+        missed as on the whole frame). Overlapping finds are merged."""
         detector = stages.detector.with_settings(0, 1.0)
         height, width = image_rgb.shape[:2]
         found = []
         for box in boxes:
             (left, top, right, bottom), scale = tracking.region_of(box, width, height)
             if right - left < 8 or bottom - top < 8:
+                continue
+            if left == 0 or top == 0 or right == width or bottom == height:
+                size = box[2] - box[0]
+                area = (max(0, box[0] - size), max(0, box[1] - size),
+                        min(width, box[2] + size), min(height, box[3] + size))
+                found += self._detect_in(stages, image_rgb, area)
                 continue
             size = (max(1, int(round((right - left) * scale))),
                     max(1, int(round((bottom - top) * scale))))

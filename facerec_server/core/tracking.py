@@ -1,33 +1,43 @@
 """Face tracks: each person in view keeps one id, and one name decided by a vote.
 
 Per input (a camera topic, a bridge client) a :class:`FaceTracker` follows the faces across
-frames. The work is split so that images are only touched in the face worker processes while
-the tracks live with the caller (the node's thread for that input), and nothing here imports
-dlib or ROS:
+frames. The work is split so that images are only touched where the models are (the face
+worker processes; workers keep no per-input state) while the tracks live with the caller
+(the node's thread for that input). Nothing here imports dlib or ROS:
 
 1. ``plan = tracker.plan(stamp)`` (caller): what the next frame needs. The full-frame detector
-   runs when there are no tracks, when a track was missed in the last frame, or every
-   ``detect_every`` frames; otherwise only a small region around each track's predicted box
-   is searched (the worker also runs the full detector when the image changed outside the
-   tracked people: someone may be coming in). The plan says which tracks need a descriptor:
-   tentative ones, those not described for ``describe_every`` frames, all of them while an
-   enrollment captures samples.
+   runs on the first frame (or after a gap longer than ``lost_timeout``), when a track was
+   just lost inside the image (its 1st, 4th, 7th... missed frame), and every
+   ``detect_every`` frames. Otherwise only a region around each track's predicted box is
+   searched, scaled so the face is ~85 px (measured: 2-3 ms per face against 25-120 ms for
+   the frame; dlib's correlation tracker took ~4 ms and cannot tell that a face is gone).
+   The worker adds the frame's own detector where the image changed outside the tracked
+   people (someone may be coming in; ``motion_trigger``) or on the whole frame when its
+   size changed. The plan also says which tracks need a descriptor: tentative ones, those
+   not described for ``describe_every`` frames, and all while enrollment captures samples.
 2. ``frame = pipeline.follow(image, plan)`` (worker, ``FacePipeline.follow``): detection,
-   association of the faces found with the tracks (:func:`associate`, :func:`resolve`),
-   landmarks, and descriptors only where the plan or a change of the face (its width by more
-   than ``redescribe_growth``, its pose) asks for one.
+   association of the faces found with the tracks (:func:`associate`, :func:`resolve`:
+   by overlap with the predicted boxes; by descriptor where two tracks compete or a lost one
+   is found again), landmarks, and descriptors only where the plan or a change of the face
+   (its width by more than ``redescribe_growth``, its pose) asks for one.
 3. ``faces = tracker.update(frame, stamp, matcher)`` (caller): tracks are created, moved or
-   missed, each new descriptor is matched against the gallery, and each track's name is
-   decided by a vote (:meth:`Track.vote`) over its last ``vote_window`` descriptors, each
-   weighted by face size and by how far its distance is from the threshold. A track is
-   *tentative* until ``confirm_votes`` descriptors give its name at least 60 % of the
-   weight, then *confirmed*; a confirmed name changes only when another name (or unknown)
-   holds 60 % of the window, so a single bad frame never flips it.
+   missed; each track's name is decided by a vote (:meth:`Track.vote`) over its newest
+   ``vote_window`` descriptors matched against the gallery (again whenever the gallery or the
+   threshold changes), each weighted by face size and by how far its distance is from the
+   threshold. A track is *tentative* until ``confirm_votes`` descriptors give its name at
+   least 60 % of the weight (or the window is full), then *confirmed*; a confirmed name
+   changes only when another name (or unknown) holds 60 % of the weight, so a single bad
+   frame never flips it.
 
 :meth:`FaceTracker.step` runs the three steps in one process (plain numpy frames). A track
 ends when it has not been seen for ``lost_timeout`` seconds (of the frames' stamps); the
-``on_end`` callback then receives it (id, name, state, descriptors): a person who comes back
-later gets a new id. Ids are unique per :class:`TrackIds` (one per node), never 0.
+``on_end`` callback then receives the :class:`Track` (id, name, state, votes, descriptors):
+a person who comes back later gets a new id. Ids come from a :class:`TrackIds` (one per
+node, so unique across its inputs), never 0. :class:`TrackerSet` holds the trackers of a
+node's inputs or clients (bounded). The public API for code built on tracks: ``FaceTracker``
+(``tracks``, ``track(id)``, ``on_end``, ``reset``), ``Track`` (``id``, ``state``, ``name``,
+``distance``, ``confidence``, ``votes``, ``descriptors``, ``box``, ``first_seen``,
+``last_seen``), and ``FaceResult.track_id`` / ``track_state`` on every face.
 
 Boxes are ``(left, top, right, bottom)`` pixels (see :mod:`core.types`); stamps are seconds.
 A tracker is used by one thread at a time (one frame at a time per input).
@@ -61,7 +71,7 @@ MATCH_IOU = 0.25
 REJOIN_FRACTION = 0.8
 #: Region search: the predicted box grows by this fraction of its width on every side, and
 #: the region is scaled so that the face is REGION_FACE_WIDTH px wide (HOG's window is 80).
-REGION_MARGIN = 0.3
+REGION_MARGIN = 0.25
 REGION_FACE_WIDTH = 85.0
 #: A track lost inside the image (hidden, or a failed detection) gets the full-frame detector
 #: on its 1st, 4th, 7th... missed frame; one that left the image waits for the periodic one.
@@ -617,8 +627,9 @@ class FaceTracker:
         self._expire(stamp)
         config = self._config
         tracks = list(self._tracks.values())
-        if self._thumbnail is None:
-            reason = "start"
+        if self._thumbnail is None or (self._last_stamp is not None
+                                       and stamp - self._last_stamp > config.lost_timeout):
+            reason = "start"  # nothing to compare with: the first frame, or a long gap
         elif any(t.missed % LOST_DETECT_EVERY == 1 and not t.left_view(self._size)
                  for t in tracks):
             reason = "lost"

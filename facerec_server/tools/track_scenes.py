@@ -108,6 +108,7 @@ class TruthFace:
     box: Box
     hidden: float
     inside: bool
+    actor: int = 0  # index in Scene.actors (one appearance of a person)
 
 
 @dataclass
@@ -189,6 +190,7 @@ class Scene:
         placed = [(actor, p) for actor, p in placed if p is not None]
         result = []
         for k, (actor, (_, _, _, _, box)) in enumerate(placed):
+            index_of_actor = next(n for n, a in enumerate(self.actors) if a is actor)
             clipped = _clip(box, self.width, self.height)
             if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
                 continue
@@ -204,7 +206,8 @@ class Scene:
             region = cover[clipped[1]:clipped[3], clipped[0]:clipped[2]]
             hidden = 1.0 - (seen - int(region.sum())) / float(area)
             inside = clipped == tuple(box)
-            result.append(TruthFace(actor.label, clipped, float(hidden), inside))
+            result.append(TruthFace(actor.label, clipped, float(hidden), inside,
+                                    index_of_actor))
         return result
 
 
