@@ -36,10 +36,12 @@ def server(tmp_path_factory, module_graph, astronaut):
 
 @pytest.fixture(scope="module")
 def scene():
-    eileen = Actor.of("astronaut", "eileen", [(0.0, 120, 170, 100), (1.5, 200, 175, 104)],
+    eileen = Actor.of("astronaut", "eileen", [(0.0, 100, 170, 96), (1.5, 160, 175, 100)],
                       mirror=True)
-    messi = Actor.of("messi", "messi", [(0.0, 370, 180, 100), (1.5, 340, 178, 100)])
-    return Scene(480, 360, 10.0, 1.5, [eileen, messi])
+    messi = Actor.of("messi", "messi", [(0.0, 410, 180, 96), (1.5, 400, 178, 96)])
+    scene = Scene(480, 360, 10.0, 1.5, [eileen, messi])
+    assert all(t.hidden == 0 for i in range(scene.frames) for t in scene.truth(i))
+    return scene
 
 
 class Stream:

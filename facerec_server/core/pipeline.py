@@ -271,8 +271,8 @@ class FacePipeline:
                         boxes: List[tuple]) -> List[Detection]:
         """Faces near ``boxes`` (predicted track boxes): each region (see
         ``tracking.region_of``) is scaled so its face is about 85 px wide and searched at
-        upsample 0, whatever the frame's upsample. A region cut by the image edge is searched
-        with the frame's own detector instead (a face leaving or entering is then found or
+        upsample 0, whatever the frame's upsample. A face at the image edge is searched for
+        with the frame's own detector instead (so a face leaving or entering is found or
         missed as on the whole frame). Overlapping finds are merged."""
         detector = stages.detector.with_settings(0, 1.0)
         height, width = image_rgb.shape[:2]
@@ -281,10 +281,13 @@ class FacePipeline:
             (left, top, right, bottom), scale = tracking.region_of(box, width, height)
             if right - left < 8 or bottom - top < 8:
                 continue
-            if left == 0 or top == 0 or right == width or bottom == height:
-                size = box[2] - box[0]
-                area = (max(0, box[0] - size), max(0, box[1] - size),
-                        min(width, box[2] + size), min(height, box[3] + size))
+            near = (box[2] - box[0]) // 10
+            if box[0] <= near or box[1] <= near or box[2] >= width - near \
+                    or box[3] >= height - near:
+                grow = (box[2] - box[0]) // 2  # a face (nearly) cut by the edge: as on the
+                # whole frame
+                area = (max(0, box[0] - grow), max(0, box[1] - grow),
+                        min(width, box[2] + grow), min(height, box[3] + grow))
                 found += self._detect_in(stages, image_rgb, area)
                 continue
             size = (max(1, int(round((right - left) * scale))),

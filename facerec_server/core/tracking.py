@@ -7,7 +7,7 @@ worker processes; workers keep no per-input state) while the tracks live with th
 
 1. ``plan = tracker.plan(stamp)`` (caller): what the next frame needs. The full-frame detector
    runs on the first frame (or after a gap longer than ``lost_timeout``), when a track was
-   just lost inside the image (its 1st, 4th, 7th... missed frame), and every
+   just lost (inside the image also on its 4th, 7th... missed frame), and every
    ``detect_every`` frames. Otherwise only a region around each track's predicted box is
    searched, scaled so the face is ~85 px (measured: 2-3 ms per face against 25-120 ms for
    the frame; dlib's correlation tracker took ~4 ms and cannot tell that a face is gone).
@@ -74,7 +74,7 @@ REJOIN_FRACTION = 0.8
 REGION_MARGIN = 0.25
 REGION_FACE_WIDTH = 85.0
 #: A track lost inside the image (hidden, or a failed detection) gets the full-frame detector
-#: on its 1st, 4th, 7th... missed frame; one that left the image waits for the periodic one.
+#: on its 1st, 4th, 7th... missed frame; one that walked out of the image only on its 1st.
 LOST_DETECT_EVERY = 3
 #: A track's box is extrapolated from its velocity for at most this many seconds.
 MAX_PREDICTION = 0.5
@@ -630,8 +630,8 @@ class FaceTracker:
         if self._thumbnail is None or (self._last_stamp is not None
                                        and stamp - self._last_stamp > config.lost_timeout):
             reason = "start"  # nothing to compare with: the first frame, or a long gap
-        elif any(t.missed % LOST_DETECT_EVERY == 1 and not t.left_view(self._size)
-                 for t in tracks):
+        elif any(t.missed == 1 or (t.missed % LOST_DETECT_EVERY == 1
+                                   and not t.left_view(self._size)) for t in tracks):
             reason = "lost"
         elif self._since_full + 1 >= config.detect_every:
             reason = "periodic"
