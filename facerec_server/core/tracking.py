@@ -40,11 +40,13 @@ node's inputs or clients (bounded). The public API for code built on tracks: ``F
 ``last_seen``), and ``FaceResult.track_id`` / ``track_state`` on every face.
 
 Boxes are ``(left, top, right, bottom)`` pixels (see :mod:`core.types`); stamps are seconds.
-A tracker is used by one thread at a time (one frame at a time per input).
+A tracker expects one frame at a time (per input); its methods hold a lock, so a reset from
+another thread (a client leaving) waits for a frame being updated. ``on_end`` runs under it.
 """
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import math
 import threading
@@ -573,6 +575,16 @@ def _centre(box: Sequence[float]) -> Tuple[float, float]:
     return (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
 
 
+def _locked(method):
+    """Run a FaceTracker method under its lock (a client leaving may reset a tracker while
+    its last frame is still being updated in another thread)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
 class FaceTracker:
     """The tracks of one input (see the module docstring for the three steps).
 
@@ -592,6 +604,7 @@ class FaceTracker:
         self._since_full = 0
         self._last_stamp: Optional[float] = None
         self._space = None
+        self._lock = threading.RLock()
 
     @property
     def config(self) -> TrackingConfig:
@@ -604,11 +617,13 @@ class FaceTracker:
     @property
     def tracks(self) -> List[Track]:
         """The live tracks (seen within ``lost_timeout``), oldest first."""
-        return list(self._tracks.values())
+        with self._lock:
+            return list(self._tracks.values())
 
     def track(self, track_id: int) -> Optional[Track]:
         return self._tracks.get(track_id)
 
+    @_locked
     def use_descriptors(self, space) -> None:
         """Say which descriptors the next frames get (any comparable value, e.g. embedder,
         model file, chip settings): when it differs from the last, the tracks end, as their
@@ -619,6 +634,7 @@ class FaceTracker:
             self._space = space
 
     # --- step 1 ---------------------------------------------------------------------------
+    @_locked
     def plan(self, stamp: float, describe_all: bool = False) -> FramePlan:
         """What the frame stamped ``stamp`` (seconds) needs; ``describe_all`` asks for a
         descriptor of every face (e.g. while enrollment captures samples)."""
@@ -643,6 +659,7 @@ class FaceTracker:
                          config.redescribe_growth, describe_all, self._size)
 
     # --- step 3 ---------------------------------------------------------------------------
+    @_locked
     def update(self, frame: TrackedFrame, stamp: float, matcher,
                threshold: Optional[float] = None) -> List[FaceResult]:
         """Apply the worker's ``frame`` (for the plan made at ``stamp``); returns the faces
@@ -705,6 +722,7 @@ class FaceTracker:
         return FrameResult(faces=faces, processing_time=frame.processing_time,
                            full_detection=frame.full_detection, described=frame.described)
 
+    @_locked
     def reset(self) -> None:
         """End every track (``on_end`` for each); the next frame starts from scratch."""
         for track in list(self._tracks.values()):
