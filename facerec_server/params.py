@@ -155,10 +155,11 @@ SPECS: Tuple[ParamSpec, ...] = (
               "seconds (of frame stamps) a track survives unseen (occlusion, missed "
               "detections); a face found after that gets a new track id", low=0.0, high=3600.0),
     ParamSpec("face.tracking.confirm_votes", 3, "int",
-              "descriptors a track needs before its name is confirmed", low=1, high=100),
+              "descriptors a track needs before its name is confirmed (a full vote_window "
+              "confirms its leader in any case)", low=1, high=100),
     ParamSpec("face.tracking.vote_window", 10, "int",
               "newest descriptors kept per track and voted over, weighted by face size and "
-              "distance (>= confirm_votes)", low=1, high=100),
+              "distance", low=1, high=100),
     ParamSpec("face.tracking.redescribe_growth", 0.2, "double",
               "re-describe a track when its face width changed by more than this fraction",
               low=0.0, high=10.0),

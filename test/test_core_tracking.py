@@ -320,13 +320,28 @@ def test_tracker_set_is_bounded_and_ends_tracks_it_drops():
     ({"detect_every": 0}, "detect_every"),
     ({"describe_every": 1.5}, "describe_every"),
     ({"lost_timeout": -1.0}, "lost_timeout"),
-    ({"confirm_votes": 5, "vote_window": 3}, "vote_window"),
+    ({"vote_window": 0}, "vote_window"),
     ({"motion_trigger": 2.0}, "motion_trigger"),
     ({"max_tracks": 0}, "max_tracks"),
 ])
 def test_invalid_tracking_config_is_rejected_with_a_reason(changes, reason):
     with pytest.raises(ValueError, match=reason):
         TrackingConfig(**changes).validate()
+
+
+def test_a_full_window_confirms_when_confirm_votes_exceeds_it():
+    matcher = Matcher(0.6)
+    matcher.set_gallery(["ada"], [_unit(0)])
+    tracker = FaceTracker(TrackingConfig(confirm_votes=50, vote_window=2))
+    states = []
+    track_id = 0
+    for k in range(3):
+        obs = _observation(_unit(0))
+        obs.track_id = track_id
+        face = tracker.update(_frame(obs), 0.1 * k, matcher)[0]
+        track_id = face.track_id
+        states.append(face.track_state)
+    assert states == [TRACK_TENTATIVE, TRACK_CONFIRMED, TRACK_CONFIRMED]
 
 
 def test_max_tracks_ends_the_longest_unseen_track():

@@ -112,9 +112,9 @@ def test_tracking_switched_off_and_on_at_runtime(server, module_graph, scene):
         second = _by_position(stream.send(scene.render(1)))
         assert [f.track_id for f in first] == [f.track_id for f in second]
         assert all(f.track_id > 0 and f.track_state == Face.TRACK_TENTATIVE for f in first)
-        # a pair of values that do not fit together is refused, with the reason
-        [bad] = set_parameters(module_graph, NODE, {"face.tracking.confirm_votes": 20})
-        assert not bad.successful and "vote_window" in bad.reason
+        # a value out of its range is refused, with the reason
+        [bad] = set_parameters(module_graph, NODE, {"face.tracking.detect_every": 0})
+        assert not bad.successful and "face.tracking.detect_every" in bad.reason
     finally:
         set_parameters(module_graph, NODE, {"face.tracking.enabled": True})
         stream.close()

@@ -96,8 +96,9 @@ class TrackingConfig:
     describe_every: re-describe a confirmed track at least every this many frames.
     lost_timeout: seconds a track survives unseen; after that it ends and a face found
         there later gets a new id.
-    confirm_votes: descriptors a track needs before its name can be confirmed.
-    vote_window: the newest descriptors kept per track and voted over (>= confirm_votes).
+    confirm_votes: descriptors a track needs before its name can be confirmed (a full
+        ``vote_window`` confirms its leader in any case).
+    vote_window: the newest descriptors kept per track and voted over.
     redescribe_growth: re-describe when the face's width changed by more than this fraction
         since its last descriptor.
     motion_trigger: run the full-frame detector when more than this fraction of the image
@@ -132,9 +133,6 @@ class TrackingConfig:
                 problems.append(f"{name} must be within {low:g}..{high:g}, got {value!r}")
         if not isinstance(self.enabled, (bool, np.bool_)):
             problems.append(f"enabled must be a bool, got {self.enabled!r}")
-        if not problems and self.vote_window < self.confirm_votes:
-            problems.append(f"vote_window ({self.vote_window}) must be >= confirm_votes "
-                            f"({self.confirm_votes})")
         if problems:
             raise ValueError("invalid tracking config: " + "; ".join(problems))
         return self
