@@ -56,6 +56,7 @@ class Matcher:
         self.threshold = threshold
         self._gallery: Tuple[Tuple[str, ...], np.ndarray, np.ndarray] = self._build((), [])
         self._generation = 0
+        self._rows = None  # (gallery, {name: rows}) for distance_to
 
     @property
     def threshold(self) -> float:
@@ -125,13 +126,26 @@ class Matcher:
                 - 2.0 * (queries @ matrix.T))
 
     def distance_to(self, descriptor, name: str) -> float:
-        """Distance from one descriptor (128,) to the nearest gallery sample of ``name``
-        (``inf`` when the gallery holds none of that name)."""
+        """Distance (float64) from one descriptor (128,) to the nearest gallery sample of
+        ``name`` (``inf`` when the gallery holds none of that name)."""
         gallery = self._gallery  # one consistent snapshot
-        rows = [i for i, sample in enumerate(gallery[0]) if sample == name]
-        if not rows:
+        rows = self._rows_of(gallery).get(name)
+        if rows is None:
             return float("inf")
-        return float(self._distances(as_descriptors(descriptor), gallery)[0, rows].min())
+        query = as_descriptors(descriptor)[0].astype(np.float64)
+        samples = gallery[1][rows].astype(np.float64)
+        return float(np.sqrt(np.einsum("ij,ij->i", samples - query, samples - query)).min())
+
+    def _rows_of(self, gallery) -> dict:
+        """{name: row indices} of ``gallery``, built once per gallery."""
+        cached = self._rows
+        if cached is not None and cached[0] is gallery:
+            return cached[1]
+        rows: dict = {}
+        for index, name in enumerate(gallery[0]):
+            rows.setdefault(name, []).append(index)
+        self._rows = (gallery, rows)
+        return rows
 
     def name_faces(self, faces: Sequence, threshold: Optional[float] = None) -> None:
         """Fill ``name``, ``distance`` and ``confidence`` of every face that has a descriptor
