@@ -9,8 +9,9 @@ worker processes; workers keep no per-input state) while the tracks live with th
    runs on the first frame (or after a gap longer than ``lost_timeout``), when a track was
    just lost (inside the image also on its 4th, 7th... missed frame), and every
    ``detect_every`` frames. Otherwise only a region around each track's predicted box is
-   searched, scaled so the face is ~85 px (measured: 2-3 ms per face against 25-120 ms for
-   the frame; dlib's correlation tracker took ~4 ms and cannot tell that a face is gone).
+   searched, scaled so the face is ~85 px (measured: ~2 ms per face against 40-125 ms of
+   CPU for the frame; dlib's correlation tracker took ~4 ms and cannot tell that a face is
+   gone; see bench/bench_tracking.py).
    The worker adds the frame's own detector where the image changed outside the tracked
    people (someone may be coming in; ``motion_trigger``) or on the whole frame when its
    size changed. The plan also says which tracks need a descriptor: tentative ones, those
