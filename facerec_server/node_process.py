@@ -15,6 +15,11 @@
   worker pool, destroying the node), ending with a traceback and exit code -2. After the
   first SIGINT, or once :func:`stopping` was called, SIGINT is ignored; SIGTERM still ends
   the process (launch escalates to it when a node takes too long to stop).
+* A SIGINT can arrive while Python runs code whose exceptions it ignores (a weakref
+  callback of the import machinery, a ``__del__``): the KeyboardInterrupt raised there is
+  lost, and Python would print "Exception ignored ... Traceback". That one is dropped
+  silently (``sys.unraisablehook``), and :func:`init` does not start ROS once a SIGINT
+  came: the process ends with exit code 0 as if the interrupt had not been lost.
 """
 from __future__ import annotations
 
@@ -53,7 +58,14 @@ def stopping() -> None:
     _ignore_sigint()
 
 
+def _unraisable(info) -> None:
+    if _stopping and isinstance(info.exc_value, KeyboardInterrupt):
+        return  # our own interrupt, lost where Python ignores exceptions (module doc)
+    sys.__unraisablehook__(info)
+
+
 def _guard_sigint() -> None:
+    sys.unraisablehook = _unraisable
     if threading.current_thread() is threading.main_thread() \
             and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         # Before rclpy.init: rclpy's own handler calls this one after shutting rclpy down.
@@ -89,6 +101,8 @@ def init(node_name: str, args: Optional[List[str]] = None) -> bool:
     ``[<node_name>] cannot start ROS 2: <reason>`` on stderr when rclpy cannot start."""
     import rclpy
     _guard_sigint()
+    if _stopping:  # a SIGINT came while importing and its KeyboardInterrupt was lost
+        raise KeyboardInterrupt
     try:
         rclpy.init(args=args)
     except Exception as exc:  # rclpy's RCLError and friends: a set-up problem, not a bug
