@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from . import tracking
+from .checks import is_int, is_number
 from .align import Aligner, shape_to_array
 from .detect import CnnDetector, HogDetector, clip_box, to_rgb
 from .embed import DlibEmbedder
@@ -75,19 +76,19 @@ class FaceConfig:
             yield f"detector must be one of {DETECTORS}, got {self.detector!r}"
         if self.embedder not in EMBEDDERS:
             yield f"embedder must be one of {EMBEDDERS}, got {self.embedder!r}"
-        if not _is_int(self.upsample) or not 0 <= self.upsample <= 4:
+        if not is_int(self.upsample) or not 0 <= self.upsample <= 4:
             yield f"upsample must be an integer within 0..4, got {self.upsample!r}"
-        if not _is_number(self.detect_scale) or not 0.0 < self.detect_scale <= 1.0:
+        if not is_number(self.detect_scale) or not 0.0 < self.detect_scale <= 1.0:
             yield f"detect_scale must be within (0, 1], got {self.detect_scale!r}"
-        if not _is_int(self.chip_size) or self.chip_size < 50 or self.chip_size > 1000:
+        if not is_int(self.chip_size) or self.chip_size < 50 or self.chip_size > 1000:
             yield f"chip_size must be an integer within 50..1000 px, got {self.chip_size!r}"
-        if not _is_number(self.padding) or not 0.0 <= self.padding <= 1.0:
+        if not is_number(self.padding) or not 0.0 <= self.padding <= 1.0:
             yield f"padding must be within [0, 1], got {self.padding!r}"
-        if not _is_int(self.jitter) or not 0 <= self.jitter <= 100:
+        if not is_int(self.jitter) or not 0 <= self.jitter <= 100:
             yield f"jitter must be an integer within 0..100, got {self.jitter!r}"
-        if not _is_number(self.threshold) or not 0.0 <= self.threshold < float("inf"):
+        if not is_number(self.threshold) or not 0.0 <= self.threshold < float("inf"):
             yield f"threshold must be a finite distance >= 0, got {self.threshold!r}"
-        if not _is_int(self.min_face_size) or self.min_face_size < 0:
+        if not is_int(self.min_face_size) or self.min_face_size < 0:
             yield f"min_face_size must be an integer >= 0 px, got {self.min_face_size!r}"
         if not isinstance(self.compute_descriptors, (bool, np.bool_)):
             yield f"compute_descriptors must be a bool, got {self.compute_descriptors!r}"
@@ -104,15 +105,6 @@ class FaceConfig:
     def replace(self, **changes) -> "FaceConfig":
         """A validated copy with some fields changed (unknown names raise TypeError)."""
         return replace(self, **changes).validate()
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) \
-        and not isinstance(value, bool) and value == value  # NaN fails
 
 
 @dataclass

@@ -57,6 +57,7 @@ from typing import Callable, Deque, Dict, Iterable, List, Mapping, Optional, Seq
 import cv2
 import numpy as np
 
+from .checks import is_int, is_number
 from .types import Box, FaceResult, FrameResult
 
 #: Track states, as ``facerec_msgs/Face.track_state``.
@@ -124,13 +125,13 @@ class TrackingConfig:
                                 ("confirm_votes", 1, 100), ("vote_window", 1, 100),
                                 ("max_tracks", 1, 1000)):
             value = getattr(self, name)
-            if not _is_int(value) or not low <= value <= high:
+            if not is_int(value) or not low <= value <= high:
                 problems.append(f"{name} must be an integer within {low}..{high}, "
                                 f"got {value!r}")
         for name, low, high in (("lost_timeout", 0.0, 3600.0), ("redescribe_growth", 0.0, 10.0),
                                 ("motion_trigger", 0.0, 1.0)):
             value = getattr(self, name)
-            if not _is_number(value) or not low <= value <= high:
+            if not is_number(value) or not low <= value <= high:
                 problems.append(f"{name} must be within {low:g}..{high:g}, got {value!r}")
         if not isinstance(self.enabled, (bool, np.bool_)):
             problems.append(f"enabled must be a bool, got {self.enabled!r}")
@@ -149,15 +150,6 @@ class TrackingConfig:
 
     def replace(self, **changes) -> "TrackingConfig":
         return replace(self, **changes).validate()
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) \
-        and not isinstance(value, bool) and value == value
 
 
 # --- what crosses the process boundary (plain, picklable) -----------------------------------
