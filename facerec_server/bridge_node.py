@@ -43,6 +43,7 @@ import os
 import sys
 import threading
 import time
+from dataclasses import replace
 from typing import Dict, Optional
 
 import rclpy
@@ -57,6 +58,7 @@ from std_msgs.msg import Header
 
 from facerec_msgs.msg import FaceArray, ObjectArray
 from facerec_server import conversions, node_process, params
+from facerec_server.ecosystem_outputs import EcosystemOutputs, Frame
 from facerec_server.ros_params import declare
 from facerec_server.bridge import (BridgeConfig, BridgeConfigError, BridgeServer, BridgeThread,
                                    ClientSettings, FrameFailed, UndecodableFrame)
@@ -129,7 +131,16 @@ BRIDGE_SPECS = (
 # Server parameters that mean nothing here (no subscriptions, no overlays, no reference file).
 _SERVER_ONLY = {"image_topics", "image_reliability", "max_frame_age", "input_timeout",
                 "annotated.jpeg_quality", "gallery.reference_file"}
-SHARED_SPECS = tuple(s for s in params.SPECS if s.name not in _SERVER_ONLY)
+# ROS4HRI has one humans/faces/tracked list per namespace: the server's by default (both nodes
+# run in one namespace in the launch files), the bridge's clients' faces when switched on.
+_BRIDGE_DEFAULTS = {"outputs.hri": (False, "publish ROS4HRI (REP-155) faces of the clients "
+                                    "under the node's namespace (as facerec_server's "
+                                    "outputs.hri, face ids b<track id>); off by default: one "
+                                    "node per namespace may publish humans/faces/tracked")}
+SHARED_SPECS = tuple(
+    replace(s, default=_BRIDGE_DEFAULTS[s.name][0], description=_BRIDGE_DEFAULTS[s.name][1])
+    if s.name in _BRIDGE_DEFAULTS else s
+    for s in params.SPECS if s.name not in _SERVER_ONLY)
 
 IMAGE_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT,
                        history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -166,8 +177,12 @@ class FacerecBridge(Node):
         self._frame_timeout = float(self.get_parameter("bridge.frame_timeout").value)
         self._pool = face_workers.FaceWorkerPool(max(1, self.settings.workers or 1))
         self._pool.warmup(self.settings.face, self._model_paths)
+        self._outputs = EcosystemOutputs(self, self.settings.outputs, "b",
+                                         lambda: self.settings.tracking.lost_timeout)
+        self._frames: Dict[str, bytes] = {}  # client name -> frame being processed
         # face tracks per client name (a rename or a departure ends that client's tracks)
-        self._trackers = TrackerSet(self.settings.tracking, capacity=config.max_clients)
+        self._trackers = TrackerSet(self.settings.tracking, capacity=config.max_clients,
+                                    on_end=self._outputs.track_ended)
         self._recognizer = None
         # client name -> its object scheduler; changed on the bridge's event loop thread only
         self._object_schedulers: Dict[str, ObjectScheduler] = {}
@@ -249,6 +264,8 @@ class FacerecBridge(Node):
                 self._enroller.config = settings.enroll_config()
             if hasattr(self, "_trackers"):
                 self._trackers.config = settings.tracking
+            if hasattr(self, "_outputs"):
+                self._outputs.configure(settings.outputs)
         return SetParametersResult(successful=True)
 
     # --- the processor (bridge worker threads) -----------------------------------------------
@@ -269,6 +286,7 @@ class FacerecBridge(Node):
                 faces = self._pool.recognise(settings.face, model_paths, jpeg, "jpeg",
                                              self._matcher, tracker, time.time(),
                                              timeout=self._frame_timeout).faces
+                self._frames[client.name] = jpeg  # for _on_result (one frame per client)
         except ImageDecodeError as exc:
             raise UndecodableFrame(str(exc)) from None
         except face_workers.WorkerCrashed as exc:
@@ -326,8 +344,9 @@ class FacerecBridge(Node):
             return
         objects, elapsed = out
         self.bridge.send_objects(name, objects)  # dropped if the client left meanwhile
-        self._objects_pub.publish(conversions.object_array(self._header(name, stamp), name,
-                                                           objects, elapsed))
+        header = self._header(name, stamp)
+        self._objects_pub.publish(conversions.object_array(header, name, objects, elapsed))
+        self._outputs.objects(header, objects)
 
     def _objects_error(self, exc: BaseException) -> None:
         self.get_logger().warning(f"object recognition failed: {type(exc).__name__}: {exc}",
@@ -357,6 +376,7 @@ class FacerecBridge(Node):
         if not connected:
             self._drop_object_scheduler(name)
             self._trackers.drop(name)
+            self._frames.pop(name, None)
             with self._pubs_lock:
                 pub = self._image_pubs.pop(sanitize_name(name), None)
             if pub is not None:
@@ -372,10 +392,13 @@ class FacerecBridge(Node):
     def _on_result(self, name, stamp, faces, objects, processing_time) -> None:
         # objects is always None here (process() computes faces only): ~/objects is
         # published by _objects_done
+        frame = self._frames.pop(name, None)
         if faces is not None:
+            header = self._header(name, stamp)
             self._faces_pub.publish(conversions.face_array(
-                self._header(name, stamp), name, faces, processing_time,
-                self.settings.publish_descriptors))
+                header, name, faces, processing_time, self.settings.publish_descriptors))
+            if frame is not None:
+                self._outputs.faces(header, faces, Frame(frame, "jpeg"))
 
     # --- diagnostics -------------------------------------------------------------------------
     def _diagnostics(self) -> None:
@@ -415,6 +438,9 @@ class FacerecBridge(Node):
         recognizer, self._recognizer = getattr(self, "_recognizer", None), None
         if recognizer is not None:
             recognizer.close()
+        outputs = getattr(self, "_outputs", None)
+        if outputs is not None:
+            outputs.close()  # candidate matches end (confidence 0), face topics go
         pool, self._pool = getattr(self, "_pool", None), None
         if pool is not None:
             pool.shutdown()

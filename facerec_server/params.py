@@ -99,6 +99,23 @@ SPECS: Tuple[ParamSpec, ...] = (
               "seconds between /diagnostics messages", low=0.1, high=60.0, read_only=True),
     ParamSpec("annotated.jpeg_quality", 80, "int",
               "JPEG quality of ~/annotated/compressed", low=1, high=100),
+    # What other ROS packages read (facerec_server.ecosystem_outputs)
+    ParamSpec("outputs.hri", True, "bool",
+              "publish ROS4HRI (REP-155) faces under the node's namespace: humans/faces/"
+              "tracked, humans/faces/<id>/roi, /cropped, /aligned and humans/candidate_matches "
+              "(face id = track id, so face.tracking.enabled; needs hri_msgs)"),
+    ParamSpec("outputs.vision_msgs", True, "bool",
+              "publish vision_msgs/Detection2DArray on ~/faces/detections and "
+              "~/objects/detections (needs vision_msgs)"),
+    ParamSpec("outputs.foxglove", True, "bool",
+              "publish foxglove_msgs/ImageAnnotations (boxes and labels for Foxglove's Image "
+              "panel) on ~/faces/annotations and ~/objects/annotations (needs foxglove_msgs)"),
+    ParamSpec("outputs.hri_image_size", 128, "int",
+              "width and height in pixels of humans/faces/<id>/cropped and /aligned",
+              low=16, high=1024),
+    ParamSpec("outputs.hri_max_faces", 64, "int",
+              "most faces with humans/faces/<id>/ topics at a time (the longest unseen ends "
+              "first)", low=1, high=1000),
     # Face recognition
     ParamSpec("face_recognition.enabled", True, "bool",
               "run face detection and recognition; false stops the computation and ~/faces"),

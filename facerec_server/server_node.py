@@ -27,6 +27,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from facerec_msgs.msg import FaceArray, ObjectArray
 from facerec_msgs.srv import Enroll, Forget, ListFaces
 from facerec_server import conversions, node_process, params
+from facerec_server.ecosystem_outputs import EcosystemOutputs, Frame
 from facerec_server.ros_params import declare
 from facerec_server.core import face_workers
 from facerec_server.core.enroll import Enroller
@@ -88,8 +89,11 @@ class FacerecServer(Node):
         self.add_on_set_parameters_callback(self.parameters_callback)
 
         self._matcher = Matcher(self.settings.face.threshold)
+        self._outputs = EcosystemOutputs(
+            self, self.settings.outputs, "f", lambda: self.settings.tracking.lost_timeout)
         self._trackers = TrackerSet(self.settings.tracking,
-                                    capacity=max(1, len(self.settings.image_topics)))
+                                    capacity=max(1, len(self.settings.image_topics)),
+                                    on_end=self._outputs.track_ended)
         self.gallery = Gallery(self.settings.gallery_path)  # GalleryError: stop at start-up
         self._sync = GalleryMatcherSync(self.gallery, self._matcher)
         self._sync.refresh(force=True)
@@ -170,6 +174,7 @@ class FacerecServer(Node):
         self._matcher.threshold = settings.face.threshold
         self._trackers.config = settings.tracking
         self._enroller.config = settings.enroll_config()
+        self._outputs.configure(settings.outputs)
         return SetParametersResult(successful=True)
 
     # --- frames --------------------------------------------------------------------------
@@ -242,6 +247,7 @@ class FacerecServer(Node):
         elapsed = time.perf_counter() - start
         self._faces_pub.publish(conversions.face_array(
             msg.header, entry.topic, faces, elapsed, settings.publish_descriptors))
+        self._outputs.faces(msg.header, faces, Frame(data, msg.format))
         latency = self._age(msg)
         entry.stats.count("processed")
         entry.stats.timing(elapsed, latency)
@@ -275,6 +281,7 @@ class FacerecServer(Node):
             entry.objects = list(objects)
         self._objects_pub.publish(conversions.object_array(header, topic, objects,
                                                            processing_time))
+        self._outputs.objects(header, objects)
 
     # --- diagnostics ---------------------------------------------------------------------
     def diagnostics_callback(self) -> None:
@@ -418,6 +425,8 @@ class FacerecServer(Node):
             entry.worker.stop()
         if getattr(self, "_objects", None) is not None:
             self._objects.stop()
+        if getattr(self, "_outputs", None) is not None:
+            self._outputs.close()  # candidate matches end (confidence 0), face topics go
         if getattr(self, "_pool", None) is not None:
             self._pool.shutdown()
         if getattr(self, "gallery", None) is not None:

@@ -23,6 +23,17 @@ _MODEL_PARAMS = {
 
 
 @dataclass(frozen=True)
+class OutputsConfig:
+    """Which ecosystem outputs a node publishes (``outputs.*``; see ecosystem_outputs)."""
+
+    hri: bool = True
+    vision_msgs: bool = True
+    foxglove: bool = True
+    hri_image_size: int = 128
+    hri_max_faces: int = 64
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     """Typed view of the parameters in ``facerec_server.params``."""
 
@@ -47,6 +58,7 @@ class ServerSettings:
     deterministic: bool
     crops: int
     objects_max_rate: float
+    outputs: OutputsConfig = OutputsConfig()
 
     @classmethod
     def from_values(cls, v: Dict[str, Any]) -> "ServerSettings":
@@ -86,7 +98,12 @@ class ServerSettings:
             label_count=int(v["object_recognition.label_count"]),
             deterministic=bool(v["object_recognition.deterministic"]),
             crops=int(v["object_recognition.crops"]),
-            objects_max_rate=float(v["object_recognition.max_rate"]))
+            objects_max_rate=float(v["object_recognition.max_rate"]),
+            outputs=OutputsConfig(
+                hri=bool(v["outputs.hri"]), vision_msgs=bool(v["outputs.vision_msgs"]),
+                foxglove=bool(v["outputs.foxglove"]),
+                hri_image_size=int(v["outputs.hri_image_size"]),
+                hri_max_faces=int(v["outputs.hri_max_faces"])))
 
     def enroll_config(self) -> EnrollConfig:
         """Enrollment rules from these settings (the server's ~/enroll and the bridge's web
