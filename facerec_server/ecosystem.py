@@ -63,9 +63,11 @@ def face_id(track_id: int, prefix: str = "f") -> str:
 def person_id(name: str) -> str:
     """A permanent REP-155 person id for a gallery identity, usable as a topic name token
     (hri_person_manager makes ``humans/persons/<id>/`` topics): the name itself when it is
-    one (a letter, then letters, digits, single underscores), else its letters and digits
-    joined by ``_`` plus 6 hex digits of its SHA-1 (so two names never share an id)."""
-    if _TOKEN.match(name) and "__" not in name and not name.endswith("_"):
+    one (a letter, then letters, digits, single underscores; at most 64 characters), else
+    its letters and digits joined by ``_`` (at most 48) plus 6 hex digits of its SHA-1 (so
+    two names do not share an id)."""
+    if _TOKEN.match(name) and "__" not in name and not name.endswith("_") \
+            and len(name) <= 64:
         return name
     base = "_".join(re.findall(r"[A-Za-z0-9]+", name))[:48] or "person"
     if not base[0].isalpha():
