@@ -9,7 +9,6 @@ face ids ``b<track id>``). When the client leaves, its tracks end: confidence 0 
 the face's topics go.
 """
 import asyncio
-import importlib
 import json
 import os
 import time
@@ -21,28 +20,16 @@ from websockets.asyncio.client import connect
 from facerec_msgs.msg import FaceArray
 from rosutil import Collector, jpeg, start_node
 from test_bridge_node import _free_port, _wait_port
+from test_server_ecosystem import _MISSING, _key, _stamp_key, pytestmark  # noqa: F401
 
-_MISSING = []
-for _package in ("hri_msgs", "vision_msgs", "foxglove_msgs"):
-    try:
-        importlib.import_module(f"{_package}.msg")
-    except ImportError as _exc:
-        _MISSING.append(f"{_package} ({_exc})")
-if _MISSING:
-    pytest.skip(f"not importable: {', '.join(_MISSING)}; `make setup` builds them from "
-                "ros-msgs-src ($FACEREC_ROS_MSGS_SRC)", allow_module_level=True)
-
-from foxglove_msgs.msg import ImageAnnotations  # noqa: E402
-from hri_msgs.msg import IdsList, IdsMatch  # noqa: E402
-from vision_msgs.msg import Detection2DArray  # noqa: E402
+if not _MISSING:  # else pytestmark skips every test here, naming the package
+    from foxglove_msgs.msg import ImageAnnotations
+    from hri_msgs.msg import IdsList, IdsMatch
+    from vision_msgs.msg import Detection2DArray
 
 NS = f"/ecob{os.getpid() % 10000}"
 NODE = f"{NS}/facerec_bridge"
 TOKEN = "ecosystem-token-0123456789"
-
-
-def _key(msg):
-    return msg.header.stamp.sec, msg.header.stamp.nanosec
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +112,7 @@ def test_client_faces_as_detections_annotations_and_rep155(bridge, graph, astron
     for result in faces:
         [det] = [d for d in got["detections"].messages if _key(d) == _key(result)]
         [notes] = [a for a in got["annotations"].messages
-                   if (a.points[0].timestamp.sec, a.points[0].timestamp.nanosec) == _key(result)]
+                   if _stamp_key(a.points[0].timestamp) == _key(result)]
         lists = [m for m in got["tracked"].messages if _key(m) == _key(result)]
         assert [d.id for d in det.detections] == [f"b{f.track_id}" for f in result.faces]
         assert lists and {d.id for d in det.detections} <= set(lists[-1].ids)
