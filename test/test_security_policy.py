@@ -89,7 +89,8 @@ def test_policy_is_well_formed_and_follows_the_sros2_schema():
                     assert NAME.match(text), f"bad {child} name {text!r}"
                     assert not text.startswith(("rt/", "rq/", "rr/")), \
                         "write ROS names, not DDS topic names"
-                    assert "*" not in text or "clients/*/" in text or "_ros2cli_*" in text, \
+                    assert "*" not in text or "clients/*/" in text or "_ros2cli_*" in text \
+                        or re.fullmatch(r"humans/faces/\*/(roi|cropped|aligned)", text), \
                         f"wildcard {text!r} broader than needed"
     assert len(paths) == len(set(paths))
     assert set(NODE_ENCLAVES.values()) <= set(paths)
@@ -226,6 +227,24 @@ def _introspect(graph, settle: float = 20.0):
     raise AssertionError(f"graph did not settle: {previous}")
 
 
+# REP-155 per-face topics exist only while a face is tracked (none in the launched scene);
+# test_per_face_patterns_cover_the_topics_of_a_face checks what they match.
+PER_FACE = {f"/humans/faces/*/{part}" for part in ("roi", "cropped", "aligned")}
+
+
+def test_per_face_patterns_cover_the_topics_of_a_face():
+    from facerec_server import ecosystem
+    granted = grants(NODE_ENCLAVES["facerec_server"])["publish"]
+    assert PER_FACE <= granted
+    face = ecosystem.face_id(12)
+    for part in ("roi", "cropped", "aligned"):
+        topic = f"/humans/faces/{face}/{part}"
+        assert [p for p in PER_FACE if fnmatch.fnmatchcase(topic, p)] == [
+            f"/humans/faces/*/{part}"]
+    assert not any(fnmatch.fnmatchcase(t, p) for p in PER_FACE
+                   for t in ("/humans/faces/tracked", "/humans/candidate_matches"))
+
+
 @pytest.mark.parametrize("node", sorted(NODE_ENCLAVES))
 def test_policy_grants_exactly_what_the_node_uses(graph_by_node, node):
     used = graph_by_node[node]
@@ -240,7 +259,7 @@ def test_policy_grants_exactly_what_the_node_uses(graph_by_node, node):
         assert not uncovered, f"{node} needs {permission} on {uncovered}: the policy denies it"
         unused = sorted(exact - names)
         assert not unused, f"policy lets {node} {permission} {unused}, which it never does"
-        for pattern in patterns:
+        for pattern in patterns - PER_FACE:
             matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
             assert matched, f"{node}: pattern {pattern} matches nothing the node {permission}s"
 
