@@ -126,9 +126,11 @@ BRIDGE_SPECS = (
                      read_only=True),
 )
 
-# Server parameters that mean nothing here (no subscriptions, no overlays, no reference file).
+# Server parameters that mean nothing here (no subscriptions, no overlays, no reference file;
+# anonymous identities and sightings are made by the server's tracks only).
 _SERVER_ONLY = {"image_topics", "image_reliability", "max_frame_age", "input_timeout",
-                "annotated.jpeg_quality", "gallery.reference_file"}
+                "annotated.jpeg_quality", "gallery.reference_file"} | {
+    s.name for s in params.SPECS if s.name.startswith(("anonymous.", "sightings."))}
 SHARED_SPECS = tuple(s for s in params.SPECS if s.name not in _SERVER_ONLY)
 
 IMAGE_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT,

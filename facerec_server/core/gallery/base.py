@@ -655,8 +655,7 @@ class Gallery:
                     removed.append(row[0])
                 names = {}
                 for person_id in removed:
-                    names[person_id] = db.execute(sql.PERSON_NAME,
-                                                (person_id,)).fetchone()[0]
+                    names[person_id] = db.execute(sql.PERSON_NAME, (person_id,)).fetchone()[0]
                     db.execute(sql.DELETE_PERSON, (person_id,))
                 removed = [names[p] for p in removed]
             if max_rows > 0:
