@@ -194,7 +194,8 @@ def test_naming_renaming_merge_remove_sample_and_not_x(server):
         assert (left.name, right.name) == ("Eileen Collins", "Eileen Collins")
 
         # not-X: "the face on the right is not Eileen Collins", by its track id
-        refused = server.call(NotPerson, "not_person", name="Eileen Collins", track_id=right.track_id)
+        refused = server.call(NotPerson, "not_person", name="Eileen Collins",
+                              track_id=right.track_id)
         assert refused.success and refused.negatives_added > 0, refused.message
         left, right = _by_position(stream.send(scene.render(9)))
         assert left.name == "Eileen Collins" and right.name == ""
