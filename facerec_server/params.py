@@ -185,7 +185,7 @@ SPECS: Tuple[ParamSpec, ...] = (
     ParamSpec("anonymous.enabled", True, "bool",
               "group unknown faces of confirmed tracks into anonymous identities kept in the "
               "gallery (Face.anonymous_id, e.g. unknown-17); needs face.tracking.enabled"),
-    ParamSpec("anonymous.threshold", 0.5, "double",
+    ParamSpec("anonymous.threshold", 0.45, "double",
               "descriptor distance below which an unknown face belongs to an anonymous identity "
               "(chosen by the LFW clustering figure, bench/bench_clustering.py)",
               low=0.0, high=2.0),

@@ -66,7 +66,7 @@ class AnonymousConfig:
     """
 
     enabled: bool = True
-    threshold: float = 0.5
+    threshold: float = 0.45
     min_face_size: int = 60
     max_identities: int = 1000
     max_samples: int = 20
