@@ -131,7 +131,9 @@ def main(argv=None) -> int:
         print(f"threshold {threshold:.2f}: B-cubed precision {precision:.4f} recall "
               f"{recall:.4f} F1 {row['f1']:.4f}, {identities:.0f} identities "
               f"({len(people)} people)", flush=True)
-    result = {"bench": "clustering", "images": len(names), "people": len(people),
+    result = {"bench": "clustering", "command": " ".join(["python"] + sys.argv),
+              "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "images": len(names), "people": len(people),
               "orders": args.orders, "max_samples": args.max_samples,
               "chosen_threshold": AnonymousConfig().threshold,
               "descriptors": "server defaults: HOG upsample 0, OpenCV embedder "
