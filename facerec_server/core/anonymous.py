@@ -34,6 +34,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .checks import is_int, is_number
 from .gallery import GalleryError
 from .tracking import TRACK_CONFIRMED, Track
 from .types import Match
@@ -78,13 +79,11 @@ class AnonymousConfig:
         for name, low, high in (("min_face_size", 0, 4096), ("max_identities", 1, 1000000),
                                 ("max_samples", 1, 1000), ("max_sightings", 1, 10000000)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-                    or not low <= value <= high:
+            if not is_int(value) or not low <= value <= high:
                 problems.append(f"{name} must be an integer within {low}..{high}, got {value!r}")
         for name, low, high in (("threshold", 0.0, 2.0), ("retention", 0.0, 1e10)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not low <= value <= high:
+            if not is_number(value) or not low <= value <= high:
                 problems.append(f"{name} must be within {low:g}..{high:g}, got {value!r}")
         if problems:
             raise ValueError("invalid anonymous identity config: " + "; ".join(problems))
