@@ -128,9 +128,11 @@ BRIDGE_SPECS = (
                      read_only=True),
 )
 
-# Server parameters that mean nothing here (no subscriptions, no overlays, no reference file).
+# Server parameters that mean nothing here (no subscriptions, no overlays, no reference file;
+# anonymous identities and sightings are made by the server's tracks only).
 _SERVER_ONLY = {"image_topics", "image_reliability", "max_frame_age", "input_timeout",
-                "annotated.jpeg_quality", "gallery.reference_file"}
+                "annotated.jpeg_quality", "gallery.reference_file"} | {
+    s.name for s in params.SPECS if s.name.startswith(("anonymous.", "sightings."))}
 # ROS4HRI has one humans/faces/tracked list per namespace: the server's by default (both nodes
 # run in one namespace in the launch files), the bridge's clients' faces when switched on.
 _BRIDGE_DEFAULTS = {"outputs.hri": (False, "publish ROS4HRI (REP-155) faces of the clients "

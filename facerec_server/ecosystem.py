@@ -79,10 +79,18 @@ def person_of(face: FaceResult) -> Optional[str]:
     """The person id of a face: its gallery identity (the voted name of its track), or None
     for a face that matches no identity (no candidate match is published for it).
 
-    An anonymous identity (a persistent id the gallery gives an unknown face) is an identity
-    too: it slots in here, as the id of the face's identity when the face has no name.
+    An anonymous identity (``unknown-<n>``, the persistent id the gallery gives an unknown
+    face: ``FaceResult.anonymous_id``) is an identity too, as ROS4HRI gives unknown faces
+    permanent person ids.
     """
-    return person_id(face.name) if face.name else None
+    identity = face.name or getattr(face, "anonymous_id", "")
+    return person_id(identity) if identity else None
+
+
+def match_confidence(face: FaceResult) -> float:
+    """The confidence of :func:`person_of`'s match: the face's match confidence to its known
+    person, or to its anonymous identity's samples."""
+    return face.confidence if face.name else getattr(face, "anonymous_confidence", 0.0)
 
 
 # --- ROS4HRI (hri_msgs) ---------------------------------------------------------------------
@@ -143,10 +151,12 @@ def _detections(header, items):
 
 # --- foxglove_msgs --------------------------------------------------------------------------
 def face_annotations(header, faces: Sequence[FaceResult], ids: Sequence[str]):
-    """Outline and label ("name confidence [face id]", "unknown [face id]") per face."""
+    """Outline and label ("name confidence [face id]", "unknown [face id]", or the anonymous
+    identity "unknown-17 [face id]") per face."""
     items = []
     for face, fid in zip(faces, ids):
-        text = f"{face.name} {face.confidence:.2f}" if face.name else UNKNOWN
+        text = f"{face.name} {face.confidence:.2f}" if face.name else (
+            getattr(face, "anonymous_id", "") or UNKNOWN)
         if fid:
             text += f" [{fid}]"
         items.append((face.box, text, KNOWN_COLOUR if face.name else UNKNOWN_COLOUR, None))

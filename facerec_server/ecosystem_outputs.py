@@ -202,8 +202,8 @@ class EcosystemOutputs:
             if entry.person is not None and entry.person != person:
                 self._pubs["matches"].publish(ecosystem.ids_match(fid, entry.person, 0.0))
             if person is not None:
-                self._pubs["matches"].publish(ecosystem.ids_match(fid, person,
-                                                                  face.confidence))
+                self._pubs["matches"].publish(ecosystem.ids_match(
+                    fid, person, ecosystem.match_confidence(face)))
             entry.person = person
         self._publish_tracked(header)
 

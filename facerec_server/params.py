@@ -198,6 +198,28 @@ SPECS: Tuple[ParamSpec, ...] = (
               "enrollment: smallest accepted face (box width in pixels)", low=0, high=4096),
     ParamSpec("gallery.allow_conflicts", False, "bool",
               "enrollment: accept a face that already matches a different person"),
+    # People the robot has not been introduced to
+    ParamSpec("anonymous.enabled", True, "bool",
+              "group unknown faces of confirmed tracks into anonymous identities kept in the "
+              "gallery (Face.anonymous_id, e.g. unknown-17); needs face.tracking.enabled"),
+    ParamSpec("anonymous.threshold", 0.45, "double",
+              "descriptor distance below which an unknown face belongs to an anonymous identity "
+              "(chosen by the LFW clustering figure, bench/bench_clustering.py)",
+              low=0.0, high=2.0),
+    ParamSpec("anonymous.min_face_size", 60, "int",
+              "only faces at least this wide (px) make or grow anonymous identities",
+              low=0, high=4096),
+    ParamSpec("anonymous.max_identities", 1000, "int",
+              "most anonymous identities in the gallery (the least recently seen go first)",
+              low=1, high=1000000),
+    ParamSpec("anonymous.max_samples", 20, "int",
+              "most samples per anonymous identity (the oldest go first)", low=1, high=1000),
+    ParamSpec("anonymous.retention", 2592000.0, "double",
+              "seconds an anonymous identity is kept after it was last seen (0 = forever; "
+              "default 30 days)", low=0.0, high=1e10),
+    ParamSpec("sightings.max_rows", 10000, "int",
+              "most rows of the sightings table (person, input, first/last seen, visits; the "
+              "least recently seen go first)", low=1, high=10000000),
     # Object recognition
     ParamSpec("object_recognition.enabled", True, "bool",
               "run the configured object models (none configured = nothing runs)"),

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Dict, Optional, Tuple
 
 from facerec_server import params
+from facerec_server.core.anonymous import AnonymousConfig
 from facerec_server.core.enroll import EnrollConfig
 from facerec_server.core.models import MODEL_FILES, ModelPaths, check_model_file
 from facerec_server.core.pipeline import FaceConfig
@@ -53,6 +54,7 @@ class ServerSettings:
     reference_file: str
     gallery_min_face_size: int
     allow_conflicts: bool
+    anonymous: AnonymousConfig
     objects_enabled: bool
     label_count: int
     deterministic: bool
@@ -79,6 +81,13 @@ class ServerSettings:
             redescribe_growth=float(v["face.tracking.redescribe_growth"]),
             motion_trigger=float(v["face.tracking.motion_trigger"]),
             max_tracks=int(v["face.tracking.max_tracks"])).validate()
+        anonymous = AnonymousConfig(
+            enabled=bool(v["anonymous.enabled"]), threshold=float(v["anonymous.threshold"]),
+            min_face_size=int(v["anonymous.min_face_size"]),
+            max_identities=int(v["anonymous.max_identities"]),
+            max_samples=int(v["anonymous.max_samples"]),
+            retention=float(v["anonymous.retention"]),
+            max_sightings=int(v["sightings.max_rows"])).validate()
         overrides = tuple((kind, str(v[name])) for kind, name in _MODEL_PARAMS.items()
                           if v.get(name))
         return cls(
@@ -93,7 +102,7 @@ class ServerSettings:
             gallery_path=os.path.expanduser(v["gallery.path"]),
             reference_file=os.path.expanduser(v["gallery.reference_file"]),
             gallery_min_face_size=int(v["gallery.min_face_size"]),
-            allow_conflicts=bool(v["gallery.allow_conflicts"]),
+            allow_conflicts=bool(v["gallery.allow_conflicts"]), anonymous=anonymous,
             objects_enabled=bool(v["object_recognition.enabled"]),
             label_count=int(v["object_recognition.label_count"]),
             deterministic=bool(v["object_recognition.deterministic"]),

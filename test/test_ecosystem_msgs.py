@@ -48,6 +48,12 @@ def test_face_ids_and_person_of():
     known = FaceResult(box=(0, 0, 1, 1), detection_score=1.0, landmarks=None, name="eileen")
     unknown = FaceResult(box=(0, 0, 1, 1), detection_score=1.0, landmarks=None)
     assert ecosystem.person_of(known) == "eileen" and ecosystem.person_of(unknown) is None
+    stranger = FaceResult(box=(0, 0, 1, 1), detection_score=1.0, landmarks=None,
+                          anonymous_id="unknown-17", anonymous_confidence=0.8)
+    assert ecosystem.person_of(stranger) == ecosystem.person_id("unknown-17")
+    assert ecosystem.match_confidence(stranger) == 0.8
+    known.confidence = 0.6
+    assert ecosystem.match_confidence(known) == 0.6
 
 
 def test_missing_names_the_package_and_the_output():

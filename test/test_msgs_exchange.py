@@ -88,7 +88,7 @@ def test_interface_fields_are_the_contract():
     assert Face.get_fields_and_field_types() == {
         "name": "string", "distance": "float", "confidence": "float",
         "roi": "sensor_msgs/RegionOfInterest", "detection_score": "float",
-        "track_id": "uint32", "track_state": "uint8",
+        "track_id": "uint32", "track_state": "uint8", "anonymous_id": "string",
         "landmarks": "sequence<geometry_msgs/Point32>", "descriptor": "sequence<float>"}
     from facerec_server.core import tracking
     assert (Face.TRACK_NONE, Face.TRACK_TENTATIVE, Face.TRACK_CONFIRMED) == (0, 1, 2) == \

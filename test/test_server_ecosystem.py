@@ -33,6 +33,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from facerec_msgs.msg import FaceArray, ObjectArray
 from facerec_msgs.srv import Enroll, ListFaces
+from facerec_server import ecosystem
 from facerec_server.tools.make_test_detector import bullseye_scene, train_bullseye_detector
 from facerec_server.tools.track_scenes import Actor, Scene
 from rosutil import (REPO, Collector, Proc, compressed, jpeg, set_parameters, start_node,
@@ -255,21 +256,29 @@ def test_rep155_faces_under_the_namespace_with_consistent_ids_and_boxes(
             assert [(p.x, p.y) for p in outline.points] == [
                 (left, top), (right, top), (right, bottom), (left, bottom)]
             assert _stamp_key(text.timestamp) == stamp
-            assert text.text.startswith(face.name or "unknown")
+            assert text.text.startswith(face.name or face.anonymous_id or "unknown")
             assert f"[f{face.track_id}]" in text.text
     names = {f.name for _, r in frames for f in _by_position(r)[:1]}
     assert names == {"eileen"}
     # candidate matches: eileen's face -> person 'eileen' with the FaceArray's confidences;
-    # the unknown face has no identity, so no candidate match
+    # messi (never enrolled) -> the anonymous identity the server gave him (Face.anonymous_id:
+    # a permanent person id, as ROS4HRI gives unknown faces), none while he has none
     assert matches.messages
-    assert all(m.id1 == ids["eileen"] for m in matches.messages), \
-        [(m.id1, m.id2) for m in matches.messages]
-    assert {(m.id1_type, m.id2, m.id2_type) for m in matches.messages} == {
-        (IdsMatch.FACE, "eileen", IdsMatch.PERSON)}
+    assert {m.id1 for m in matches.messages} <= {ids["eileen"], ids["messi"]}
+    assert {(m.id1_type, m.id2_type) for m in matches.messages} == {
+        (IdsMatch.FACE, IdsMatch.PERSON)}
+    eileen = [m for m in matches.messages if m.id1 == ids["eileen"]]
+    assert {m.id2 for m in eileen} == {"eileen"}
     sent = [round(_by_position(r)[0].confidence, 5) for _, r in frames]
-    got = [round(m.confidence, 5) for m in matches.messages]
+    got = [round(m.confidence, 5) for m in eileen]
     assert got[-len(sent):] == sent
     assert all(c > 0.5 for c in got)
+    stranger = [_by_position(r)[1].anonymous_id for _, r in frames]
+    messi = [m for m in matches.messages if m.id1 == ids["messi"]]
+    assert [m.id2 for m in messi][-sum(1 for a in stranger if a):] == [
+        ecosystem.person_id(a) for a in stranger if a]
+    assert all(a.startswith("unknown-") for a in stranger if a)
+    assert all(0.0 < m.confidence <= 1.0 for m in messi)
 
 
 def test_track_end_sends_confidence_zero_and_removes_the_face_topics(
@@ -293,10 +302,16 @@ def test_track_end_sends_confidence_zero_and_removes_the_face_topics(
         _end_tracks(client, empty_room)
         assert matches.wait_for(lambda m: any(
             x.id1 == fid and x.confidence == 0.0 for x in m[before:]), 10.0)
-        [end] = [m for m in matches.messages[before:] if m.confidence == 0.0]
+        assert tracked.wait_for(lambda m: m and list(m[-1].ids) == [], 10.0)
+        ends = {m.id1: m for m in matches.messages[before:] if m.confidence == 0.0}
+        end = ends.pop(fid)
         assert (end.id1, end.id1_type, end.id2, end.id2_type) == (
             fid, IdsMatch.FACE, "eileen", IdsMatch.PERSON)
-        assert not any(m.id1 == f"f{messi.track_id}" for m in matches.messages)
+        # messi (never enrolled): matched only to his anonymous identity, if his track got
+        # one in these frames, and then that match ended too
+        his = [m for m in matches.messages if m.id1 == f"f{messi.track_id}"]
+        assert all(m.id2.startswith("unknown_") for m in his), [m.id2 for m in his]
+        assert set(ends) == ({f"f{messi.track_id}"} if his else set()), ends
         assert tracked.wait_for(lambda m: m and list(m[-1].ids) == [], 10.0)
         assert [_wait_publishers(module_graph, t, 0) for t in topics] == [0] * len(topics)
     finally:

@@ -364,7 +364,7 @@ def test_enrollment_judges_each_frame_by_the_core_rules_and_writes_once(web, mes
                    expect=404)["error"].startswith("no such capture")
 
 
-def test_people_forget_and_the_rename_hook(web, messi):
+def test_people_forget_and_rename(web, messi):
     session = web.session()
     with Gallery(web.gallery.path) as other:
         Enroller(other, FacePipeline(FaceConfig(upsample=1))).enroll_images(
@@ -374,10 +374,16 @@ def test_people_forget_and_the_rename_hook(web, messi):
     assert "lionel2" not in [p["name"] for p in web.api("GET", "/api/people",
                                                         cookie=session)["people"]]
     people = web.api("GET", "/api/people", cookie=session)
-    assert people["can_rename"] is False  # the gallery API of issue 16 is not there yet
-    error = web.api("POST", "/api/people/rename", {"name": "eileen", "new_name": "e"},
-                    cookie=session, expect=501)["error"]
-    assert "issue 16" in error
+    assert people["can_rename"] is True  # the gallery's rename (issue 16)
+    renamed = web.api("POST", "/api/people/rename", {"name": "eileen", "new_name": "Eileen C"},
+                      cookie=session)
+    assert renamed["name"] == "Eileen C"
+    names = [p["name"] for p in web.api("GET", "/api/people", cookie=session)["people"]]
+    assert "Eileen C" in names and "eileen" not in names
+    web.api("POST", "/api/people/rename", {"name": "nobody", "new_name": "x"}, cookie=session,
+            expect=400)
+    web.api("POST", "/api/people/rename", {"name": "Eileen C", "new_name": "eileen"},
+            cookie=session)
 
 
 def test_cameras_and_statistics_follow_a_bridge_client(web, astronaut):

@@ -65,6 +65,8 @@ class FaceResult:
     confidence: float = 0.0
     track_id: int = 0  # 0 = not tracked (see core.tracking)
     track_state: int = 0  # core.tracking.TRACK_NONE / TRACK_TENTATIVE / TRACK_CONFIRMED
+    anonymous_id: str = ""  # anonymous identity of an unknown face (core.anonymous)
+    anonymous_confidence: float = 0.0  # match.confidence of the face to anonymous_id
 
 
 @dataclass

@@ -1,6 +1,6 @@
 // People: the gallery (the core's Gallery through the bridge): people, their stored face
-// chips, rename and forget. Renaming and naming anonymous identities need the gallery API
-// of issue 16; until the bridge's gallery has it the rename control says so.
+// chips, rename (the gallery's rename) and forget. Naming anonymous identities here is not
+// done yet (use facerec-enroll name or the ~/name service).
 import { api, element, postJSON } from './common.js';
 
 const $ = (id) => document.getElementById(id);
