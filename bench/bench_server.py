@@ -8,7 +8,8 @@ with this process's ROS spin thread parked meanwhile.
 Node: the same JPEG bytes published as ``sensor_msgs/CompressedImage`` by a separate
 publisher process (sensor-data QoS, like the camera node) -> real DDS (loopback, own domain)
 -> ``facerec_server.server_node`` in its own process (default parameters: one face worker
-process) -> ``/facerec_server/faces`` -> this process, which matches results to frames by
+process; face tracks off, so the node does the bare side's work on every frame)
+-> ``/facerec_server/faces`` -> this process, which matches results to frames by
 header stamp. Latency = result receipt time - the frame's header stamp (same clock).
 
 Two regimes, per image, repeated and alternated (bare first on even repeats, node first on
@@ -76,6 +77,9 @@ from facerec_server.settings import ServerSettings, resolve_model_paths  # noqa:
 from rosutil import Graph, child_env, start_node, wait_for_service  # noqa: E402
 
 TOPIC = "/bench/image/compressed"
+# The node does the bare pipeline's work on every frame: face tracks would skip most of it on
+# a repeated image (bench_tracking.py measures tracks).
+SERVER_PARAMS = {"face.tracking.enabled": False}
 NODE = "/facerec_server"
 JPEG_QUALITY = 80
 PROBE = "probe_64x64_noface"
@@ -475,7 +479,7 @@ def main() -> int:
     try:
         server = start_node("facerec_server.server_node", log_dir, "server", "facerec_server", {
             "image_topics": [TOPIC], "gallery.path": str(log_dir / "gallery.db"),
-            "max_frame_age": 0.0})
+            "max_frame_age": 0.0, **SERVER_PARAMS})
         wait_for_service(graph, Enroll, f"{NODE}/enroll", server)
         publisher = Publisher(log_dir, images)
         bench = Bench(args, images, pipeline, publisher, results, server.popen.pid, graph)
@@ -591,7 +595,7 @@ def main() -> int:
                      "probe_frames_per_unloaded_repeat": args.probe,
                      "face": dataclasses.asdict(settings.face),
                      "server_workers": settings.pool_size(),
-                     "server_params": {"max_frame_age": 0.0},
+                     "server_params": {"max_frame_age": 0.0, **SERVER_PARAMS},
                      "publisher_qos": "sensor data (best effort, keep last 5)",
                      "server_qos": "best effort, keep last 1 (server default)"},
         "startup_s": round(startup, 1),

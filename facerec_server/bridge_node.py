@@ -3,7 +3,7 @@
 A thin host around :mod:`facerec_server.bridge` (ROS-free). Devices speaking the
 iot-facerecognition protocol connect over wss:// (see ``facerec-ws-camera``); their frames
 are recognised with the same face pipeline settings and the same gallery file as
-``facerec_server`` (``face.*``, ``gallery.path``, ``object_recognition.*`` parameters;
+``facerec_server`` (``face.*``, ``gallery.*``, ``object_recognition.*`` parameters;
 people enrolled through the server's ``~/enroll`` are picked up within a second) and, under
 the client's name (with ``bridge.auth`` token or mtls its token's name or certificate CN,
 which SETTING_NAME cannot change; with none the name it sets):
@@ -17,7 +17,9 @@ which SETTING_NAME cannot change; with none the name it sets):
   ``object_schedulers``: clients with an object scheduler).
 
 Faces run in face worker processes (``workers``), one frame per client at a time
-(latest-frame semantics); the frame's reply (MESSAGE_TAG_FACE) carries faces only, so object
+(latest-frame semantics), tracked per client name as in the server (``face.tracking.*``:
+track ids, states and voted names in ``~/faces``; a client's tracks end when it leaves or is
+renamed); the frame's reply (MESSAGE_TAG_FACE) carries faces only, so object
 models never delay it. Object models run in a child process, per client on its own
 latest-frame :class:`~facerec_server.core.object_scheduler.ObjectScheduler` at most
 ``object_recognition.max_rate`` times per second (created on the client's first frame with
@@ -28,6 +30,11 @@ MESSAGE_TAG_OBJECT on their own schedule (``BridgeServer.send_objects``) and to
 wait for one reply per frame must wait for the face reply (command 3); object replies
 (command 4) are not per frame. The event loop runs in its own thread. ``bridge.*``
 parameters are read-only (restart the node to change them).
+
+With ``bridge.web`` the same port serves the web pages (:mod:`facerec_server.bridge.web`):
+enrollment and people management through the core's Enroller and Gallery on this node's
+gallery (the server picks changes up within a second), and every input of every
+``facerec_server`` on the graph (:class:`~facerec_server.server_watch.ServerWatch`).
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ import os
 import sys
 import threading
 import time
+from dataclasses import replace
 from typing import Dict, Optional
 
 import rclpy
@@ -50,18 +58,24 @@ from std_msgs.msg import Header
 
 from facerec_msgs.msg import FaceArray, ObjectArray
 from facerec_server import conversions, node_process, params
+from facerec_server.ecosystem_outputs import EcosystemOutputs, Frame
 from facerec_server.ros_params import declare
 from facerec_server.bridge import (BridgeConfig, BridgeConfigError, BridgeServer, BridgeThread,
                                    ClientSettings, FrameFailed, UndecodableFrame)
+from facerec_server.bridge.board import Board
 from facerec_server.bridge.config import AUTH_MODES
+from facerec_server.bridge.web import GalleryAccess, WebApp
 from facerec_server.bridge.protocol import sanitize_name
 from facerec_server.core import face_workers
+from facerec_server.core.enroll import Enroller
 from facerec_server.core.gallery import Gallery, GalleryError, GalleryMatcherSync
 from facerec_server.core.images import ImageDecodeError, decode_image
 from facerec_server.core.match import Matcher
 from facerec_server.core.object_scheduler import ObjectScheduler
+from facerec_server.core.tracking import TrackerSet
 from facerec_server.core.models import ModelError
 from facerec_server.object_runner import ObjectRunner
+from facerec_server.server_watch import ServerWatch
 from facerec_server.settings import ServerSettings, apply_changes, resolve_model_paths
 
 NODE_NAME = "facerec_bridge"
@@ -108,13 +122,27 @@ BRIDGE_SPECS = (
                      "up at most this long", low=1.0, high=600.0, read_only=True),
     params.ParamSpec("bridge.publish_images", True, "bool",
                      "republish client frames on ~/clients/<name>/image/compressed"),
+    params.ParamSpec("bridge.web", True, "bool",
+                     "serve the web pages (live camera, enrollment, people, cameras, "
+                     "statistics) on the same port, behind the same authentication",
+                     read_only=True),
 )
 
-# Server parameters that mean nothing here (no subscriptions, no overlays, no enrollment).
+# Server parameters that mean nothing here (no subscriptions, no overlays, no reference file;
+# anonymous identities and sightings are made by the server's tracks only).
 _SERVER_ONLY = {"image_topics", "image_reliability", "max_frame_age", "input_timeout",
-                "annotated.jpeg_quality",
-                "gallery.reference_file", "gallery.min_face_size", "gallery.allow_conflicts"}
-SHARED_SPECS = tuple(s for s in params.SPECS if s.name not in _SERVER_ONLY)
+                "annotated.jpeg_quality", "gallery.reference_file"} | {
+    s.name for s in params.SPECS if s.name.startswith(("anonymous.", "sightings."))}
+# ROS4HRI has one humans/faces/tracked list per namespace: the server's by default (both nodes
+# run in one namespace in the launch files), the bridge's clients' faces when switched on.
+_BRIDGE_DEFAULTS = {"outputs.hri": (False, "publish ROS4HRI (REP-155) faces of the clients "
+                                    "under the node's namespace (as facerec_server's "
+                                    "outputs.hri, face ids b<track id>); off by default: one "
+                                    "node per namespace may publish humans/faces/tracked")}
+SHARED_SPECS = tuple(
+    replace(s, default=_BRIDGE_DEFAULTS[s.name][0], description=_BRIDGE_DEFAULTS[s.name][1])
+    if s.name in _BRIDGE_DEFAULTS else s
+    for s in params.SPECS if s.name not in _SERVER_ONLY)
 
 IMAGE_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT,
                        history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -151,6 +179,12 @@ class FacerecBridge(Node):
         self._frame_timeout = float(self.get_parameter("bridge.frame_timeout").value)
         self._pool = face_workers.FaceWorkerPool(max(1, self.settings.workers or 1))
         self._pool.warmup(self.settings.face, self._model_paths)
+        self._outputs = EcosystemOutputs(self, self.settings.outputs, "b",
+                                         lambda: self.settings.tracking.lost_timeout)
+        self._frames: Dict[str, bytes] = {}  # client name -> frame being processed
+        # face tracks per client name (a rename or a departure ends that client's tracks)
+        self._trackers = TrackerSet(self.settings.tracking, capacity=config.max_clients,
+                                    on_end=self._outputs.track_ended)
         self._recognizer = None
         # client name -> its object scheduler; changed on the bridge's event loop thread only
         self._object_schedulers: Dict[str, ObjectScheduler] = {}
@@ -168,7 +202,8 @@ class FacerecBridge(Node):
         self._pubs_lock = threading.Lock()
 
         self.bridge = BridgeServer(config, self.process, on_frame=self._on_frame,
-                                   on_result=self._on_result, on_client=self._on_client)
+                                   on_result=self._on_result, on_client=self._on_client,
+                                   web=self._web_app())
         self._thread = BridgeThread(self.bridge)
         self._thread.start()  # OSError (port in use) propagates
         self.create_timer(self.settings.diagnostics_period, self._diagnostics)
@@ -176,6 +211,21 @@ class FacerecBridge(Node):
             f"bridge on wss://{config.host}:{self.bridge.port} (auth={config.auth}), "
             f"{self._pool.size} face worker(s), gallery {self.gallery.path} "
             f"({len(self._matcher.names)} samples)")
+
+    def _web_app(self) -> Optional[WebApp]:
+        """The web pages: enrollment through the core's Enroller on this node's gallery
+        (faces described in its worker processes), every server's inputs from ROS."""
+        if not self.get_parameter("bridge.web").value:
+            return None
+        self._enroller = Enroller(self.gallery, face_workers.PoolDescriber(
+            lambda: (self._pool, self.settings.face, self._model_paths),
+            timeout=self._frame_timeout), self.settings.enroll_config())
+        access = GalleryAccess(self.gallery, self._enroller,
+                               changed=lambda: self._sync.refresh(force=True),
+                               allow_conflicts=lambda: self.settings.allow_conflicts)
+        board = Board()
+        self._watch = ServerWatch(self, board)
+        return WebApp(access, board)
 
     # --- parameters ------------------------------------------------------------------------
     def _values(self) -> dict:
@@ -212,6 +262,12 @@ class FacerecBridge(Node):
         if hasattr(self, "_matcher"):  # after start-up
             self.settings, self._model_paths = settings, model_paths
             self._matcher.threshold = settings.face.threshold
+            if getattr(self, "_enroller", None) is not None:
+                self._enroller.config = settings.enroll_config()
+            if hasattr(self, "_trackers"):
+                self._trackers.config = settings.tracking
+            if hasattr(self, "_outputs"):
+                self._outputs.configure(settings.outputs)
         return SetParametersResult(successful=True)
 
     # --- the processor (bridge worker threads) -----------------------------------------------
@@ -224,13 +280,16 @@ class FacerecBridge(Node):
         settings, model_paths = self.settings, self._model_paths
         faces = []
         try:
+            if not (client.faces_enabled and settings.face_enabled and settings.tracking.enabled):
+                self._trackers.drop(client.name)
             if client.faces_enabled and settings.face_enabled:
-                result, _ = self._pool.run(face_workers.job_analyse, settings.face,
-                                           model_paths, jpeg, "jpeg", settings.max_pixels,
-                                           timeout=self._frame_timeout)
+                tracker = self._trackers.get(client.name) if settings.tracking.enabled else None
                 self._sync.refresh()
-                faces = result.faces
-                self._matcher.name_faces(faces)
+                faces = self._pool.recognise(settings.face, model_paths, jpeg, "jpeg",
+                                             self._matcher, tracker, time.time(),
+                                             timeout=self._frame_timeout,
+                                             max_pixels=settings.max_pixels).faces
+                self._frames[client.name] = jpeg  # for _on_result (one frame per client)
         except ImageDecodeError as exc:
             raise UndecodableFrame(str(exc)) from None
         except face_workers.WorkerCrashed as exc:
@@ -288,8 +347,9 @@ class FacerecBridge(Node):
             return
         objects, elapsed = out
         self.bridge.send_objects(name, objects)  # dropped if the client left meanwhile
-        self._objects_pub.publish(conversions.object_array(self._header(name, stamp), name,
-                                                           objects, elapsed))
+        header = self._header(name, stamp)
+        self._objects_pub.publish(conversions.object_array(header, name, objects, elapsed))
+        self._outputs.objects(header, objects)
 
     def _objects_error(self, exc: BaseException) -> None:
         self.get_logger().warning(f"object recognition failed: {type(exc).__name__}: {exc}",
@@ -318,6 +378,8 @@ class FacerecBridge(Node):
         self.get_logger().info(f"client {name!r} {'connected' if connected else 'left'}")
         if not connected:
             self._drop_object_scheduler(name)
+            self._trackers.drop(name)
+            self._frames.pop(name, None)
             with self._pubs_lock:
                 pub = self._image_pubs.pop(sanitize_name(name), None)
             if pub is not None:
@@ -333,10 +395,13 @@ class FacerecBridge(Node):
     def _on_result(self, name, stamp, faces, objects, processing_time) -> None:
         # objects is always None here (process() computes faces only): ~/objects is
         # published by _objects_done
+        frame = self._frames.pop(name, None)
         if faces is not None:
+            header = self._header(name, stamp)
             self._faces_pub.publish(conversions.face_array(
-                self._header(name, stamp), name, faces, processing_time,
-                self.settings.publish_descriptors))
+                header, name, faces, processing_time, self.settings.publish_descriptors))
+            if frame is not None:
+                self._outputs.faces(header, faces, Frame(frame, "jpeg"))
 
     # --- diagnostics -------------------------------------------------------------------------
     def _diagnostics(self) -> None:
@@ -376,6 +441,9 @@ class FacerecBridge(Node):
         recognizer, self._recognizer = getattr(self, "_recognizer", None), None
         if recognizer is not None:
             recognizer.close()
+        outputs = getattr(self, "_outputs", None)
+        if outputs is not None:
+            outputs.close()  # candidate matches end (confidence 0), face topics go
         pool, self._pool = getattr(self, "_pool", None), None
         if pool is not None:
             pool.shutdown()

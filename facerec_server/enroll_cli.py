@@ -8,6 +8,14 @@ Examples::
     facerec-enroll forget alice
     facerec-enroll import-reference reference.json
     facerec-enroll export --output gallery.json
+    facerec-enroll anonymous                   # people not introduced yet: unknown-<n>
+    facerec-enroll name unknown-17 alice       # unknown-17 is alice
+    facerec-enroll rename alice "Alice Smith"
+    facerec-enroll merge bob robert            # bob's samples join robert
+    facerec-enroll samples alice               # sample ids, for remove-sample
+    facerec-enroll remove-sample 42
+    facerec-enroll not alice photo.jpg         # the face in photo.jpg is not alice
+    facerec-enroll sightings alice             # when and where alice was seen
 
 The gallery is the one the server uses (``--gallery``: an SQLite file, default
 ``~/.ros/facerec/gallery.db``, or a ``postgresql://`` URL); the CLI may run while servers are
@@ -21,6 +29,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import List, Optional
 
 from .core import files
@@ -149,6 +158,53 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-descriptors", action="store_true",
                         help="leave the 128-D descriptors out")
     export.set_defaults(func=cmd_export)
+    anonymous = commands.add_parser("anonymous", parents=[common],
+                                    help="list the anonymous identities (unknown-<n>)")
+    anonymous.add_argument("--json", action="store_true", help="print a JSON list")
+    anonymous.set_defaults(func=cmd_anonymous)
+
+    name = commands.add_parser("name", parents=[common],
+                               help="name an anonymous identity (or add it to a person)")
+    name.add_argument("anonymous_id", metavar="ANONYMOUS_ID", help="e.g. unknown-17")
+    name.add_argument("name", help="the person's name")
+    name.set_defaults(func=cmd_name)
+
+    rename = commands.add_parser("rename", parents=[common], help="rename a person")
+    rename.add_argument("name")
+    rename.add_argument("new_name", metavar="NEW_NAME")
+    rename.set_defaults(func=cmd_rename)
+
+    merge = commands.add_parser("merge", parents=[common],
+                                help="move SOURCE's samples to TARGET and remove SOURCE")
+    merge.add_argument("source", metavar="SOURCE")
+    merge.add_argument("target", metavar="TARGET")
+    merge.set_defaults(func=cmd_merge)
+
+    samples = commands.add_parser("samples", parents=[common],
+                                  help="list a person's samples (ids for remove-sample)")
+    samples.add_argument("name")
+    samples.add_argument("--json", action="store_true", help="print a JSON list")
+    samples.set_defaults(func=cmd_samples)
+
+    remove = commands.add_parser("remove-sample", parents=[common],
+                                 help="remove one sample by its id")
+    remove.add_argument("sample_id", metavar="ID", type=int)
+    remove.set_defaults(func=cmd_remove_sample)
+
+    negative = commands.add_parser("not", parents=[common],
+                                   help="the face in each photo is not NAME (stops that match)")
+    negative.add_argument("name")
+    negative.add_argument("photos", nargs="+", metavar="PHOTO",
+                          help="JPEG or PNG files, one face each")
+    negative.set_defaults(func=cmd_not)
+
+    sightings = commands.add_parser("sightings", parents=[common],
+                                    help="who was seen where, first and last time, how often")
+    sightings.add_argument("name", nargs="?", default="",
+                           help="only this person or anonymous identity")
+    sightings.add_argument("--input", default="", metavar="TOPIC", help="only this input")
+    sightings.add_argument("--json", action="store_true", help="print a JSON list")
+    sightings.set_defaults(func=cmd_sightings)
     return parser
 
 
@@ -315,6 +371,107 @@ def cmd_export(args) -> int:
     people = data["people"]
     print(f"wrote {len(people)} people, {sum(len(p['samples']) for p in people)} samples "
           f"to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _when(seconds) -> str:
+    if seconds is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(seconds)))
+
+
+def cmd_anonymous(args) -> int:
+    with _gallery(args) as gallery:
+        rows = gallery.anonymous()
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for row in rows:
+        print(f"{row['name']}\t{row['samples']}\tlast seen {_when(row['last_seen'])}")
+    print(f"{len(rows)} anonymous identities", file=sys.stderr)
+    return 0
+
+
+def cmd_name(args) -> int:
+    with _gallery(args) as gallery:
+        samples, merged = gallery.name_anonymous(args.anonymous_id, args.name)
+    how = "added to the existing person" if merged else "named"
+    print(f"{args.anonymous_id} is {args.name!r} ({how}; {samples} samples)")
+    return 0
+
+
+def cmd_rename(args) -> int:
+    with _gallery(args) as gallery:
+        samples = gallery.rename(args.name, args.new_name)
+    print(f"renamed {args.name!r} to {args.new_name!r} ({samples} samples)")
+    return 0
+
+
+def cmd_merge(args) -> int:
+    with _gallery(args) as gallery:
+        samples = gallery.merge(args.source, args.target)
+    print(f"merged {args.source!r} into {args.target!r} ({samples} samples)")
+    return 0
+
+
+def cmd_samples(args) -> int:
+    with _gallery(args) as gallery:
+        rows = gallery.samples(args.name)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print(f"{PROG}: no person named {args.name!r} (or no samples)", file=sys.stderr)
+        return 1
+    for row in rows:
+        print(f"{row['id']}\t{_when(row['created_at'])}\t{row['source']}")
+    return 0
+
+
+def cmd_remove_sample(args) -> int:
+    with _gallery(args) as gallery:
+        name = gallery.remove_sample(args.sample_id)
+    print(f"removed sample {args.sample_id} of {name!r}")
+    return 0
+
+
+def cmd_not(args) -> int:
+    validate_name(args.name)
+    bar = _progress(args)
+    with _gallery(args) as gallery:
+        if not dict(gallery.people()).get(args.name) and not any(
+                row["name"] == args.name for row in gallery.anonymous()):
+            raise EnrollmentError(f"no person named {args.name!r} in the gallery")
+        enroller = _enroller(args, gallery)
+        loaded, failed = _read_photos(args.photos, bar)
+        descriptors = []
+        for data, label, _ in loaded:
+            sample, reason = enroller.sample_from_image(data)
+            if sample is None:
+                bar.say(f"  {label}: {reason}")
+                failed += 1
+            else:
+                descriptors.append(sample.descriptor)
+        if failed:
+            raise EnrollmentError(f"{failed} of {len(args.photos)} photos not usable")
+        added = gallery.add_negatives(args.name, descriptors, source="cli:not")
+    print(f"{added} negative example{'s' if added != 1 else ''}: that face is not {args.name!r}")
+    return 0
+
+
+def cmd_sightings(args) -> int:
+    with _gallery(args) as gallery:
+        rows = gallery.sightings(args.name, args.input)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for row in rows:
+        print(f"{row['name']}\t{row['input']}\tfirst {_when(row['first_seen'])}\t"
+              f"last {_when(row['last_seen'])}\t{row['count']} visits")
+    if not rows:
+        print(f"{PROG}: no sightings{' of ' + repr(args.name) if args.name else ''}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

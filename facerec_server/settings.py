@@ -6,18 +6,33 @@ of settings for a whole frame (a change takes effect from the next frame).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, Optional, Tuple
 
 from facerec_server import params
-from facerec_server.core.models import MODEL_FILES, ModelPaths, check_model_file, kinds_used
+from facerec_server.core.anonymous import AnonymousConfig
+from facerec_server.core.enroll import EnrollConfig
+from facerec_server.core.models import (MODEL_FILES, ModelPaths, check_model_file,
+                                        kinds_used)
 from facerec_server.core.pipeline import FaceConfig
+from facerec_server.core.tracking import TrackingConfig
 
 _MODEL_PARAMS = {
     "shape_predictor": "face.models.shape_predictor",
     "recognition": "face.models.recognition",
     "cnn_detector": "face.models.cnn_detector",
 }
+
+
+@dataclass(frozen=True)
+class OutputsConfig:
+    """Which ecosystem outputs a node publishes (``outputs.*``; see ecosystem_outputs)."""
+
+    hri: bool = True
+    vision_msgs: bool = True
+    foxglove: bool = True
+    hri_image_size: int = 128
+    hri_max_faces: int = 64
 
 
 @dataclass(frozen=True)
@@ -35,16 +50,19 @@ class ServerSettings:
     max_pixels: int
     face_enabled: bool
     face: FaceConfig
+    tracking: TrackingConfig
     model_overrides: Tuple[Tuple[str, str], ...]
     gallery_path: str
     reference_file: str
     gallery_min_face_size: int
     allow_conflicts: bool
+    anonymous: AnonymousConfig
     objects_enabled: bool
     label_count: int
     deterministic: bool
     crops: int
     objects_max_rate: float
+    outputs: OutputsConfig = OutputsConfig()
 
     @classmethod
     def from_values(cls, v: Dict[str, Any]) -> "ServerSettings":
@@ -55,6 +73,23 @@ class ServerSettings:
             chip_size=int(v["face.chip_size"]), padding=float(v["face.padding"]),
             jitter=int(v["face.jitter"]), threshold=float(v["face.threshold"]),
             min_face_size=int(v["face.min_size"])).validate()
+        tracking = TrackingConfig(
+            enabled=bool(v["face.tracking.enabled"]),
+            detect_every=int(v["face.tracking.detect_every"]),
+            describe_every=int(v["face.tracking.describe_every"]),
+            lost_timeout=float(v["face.tracking.lost_timeout"]),
+            confirm_votes=int(v["face.tracking.confirm_votes"]),
+            vote_window=int(v["face.tracking.vote_window"]),
+            redescribe_growth=float(v["face.tracking.redescribe_growth"]),
+            motion_trigger=float(v["face.tracking.motion_trigger"]),
+            max_tracks=int(v["face.tracking.max_tracks"])).validate()
+        anonymous = AnonymousConfig(
+            enabled=bool(v["anonymous.enabled"]), threshold=float(v["anonymous.threshold"]),
+            min_face_size=int(v["anonymous.min_face_size"]),
+            max_identities=int(v["anonymous.max_identities"]),
+            max_samples=int(v["anonymous.max_samples"]),
+            retention=float(v["anonymous.retention"]),
+            max_sightings=int(v["sightings.max_rows"])).validate()
         overrides = tuple((kind, str(v[name])) for kind, name in _MODEL_PARAMS.items()
                           if v.get(name))
         return cls(
@@ -65,17 +100,28 @@ class ServerSettings:
             diagnostics_period=float(v["diagnostics_period"]),
             annotated_quality=int(v["annotated.jpeg_quality"]),
             max_pixels=int(v["max_image_pixels"]),
-            face_enabled=bool(v["face_recognition.enabled"]), face=face,
+            face_enabled=bool(v["face_recognition.enabled"]), face=face, tracking=tracking,
             model_overrides=overrides,
             gallery_path=os.path.expanduser(v["gallery.path"]),
             reference_file=os.path.expanduser(v["gallery.reference_file"]),
             gallery_min_face_size=int(v["gallery.min_face_size"]),
-            allow_conflicts=bool(v["gallery.allow_conflicts"]),
+            allow_conflicts=bool(v["gallery.allow_conflicts"]), anonymous=anonymous,
             objects_enabled=bool(v["object_recognition.enabled"]),
             label_count=int(v["object_recognition.label_count"]),
             deterministic=bool(v["object_recognition.deterministic"]),
             crops=int(v["object_recognition.crops"]),
-            objects_max_rate=float(v["object_recognition.max_rate"]))
+            objects_max_rate=float(v["object_recognition.max_rate"]),
+            outputs=OutputsConfig(
+                hri=bool(v["outputs.hri"]), vision_msgs=bool(v["outputs.vision_msgs"]),
+                foxglove=bool(v["outputs.foxglove"]),
+                hri_image_size=int(v["outputs.hri_image_size"]),
+                hri_max_faces=int(v["outputs.hri_max_faces"])))
+
+    def enroll_config(self) -> EnrollConfig:
+        """Enrollment rules from these settings (the server's ~/enroll and the bridge's web
+        pages enroll with the same ones)."""
+        return replace(EnrollConfig(), min_face_size=self.gallery_min_face_size,
+                       threshold=self.face.threshold, max_pixels=self.max_pixels)
 
     def pool_size(self) -> int:
         """Worker processes: the parameter, or one per input capped at the core count."""

@@ -9,7 +9,8 @@
 #     from source trees when the ROS 2 in use lacks them (scripts/ros_sources.sh).
 #   * Root only: Debian packages the tests use: opencv-doc (messi5.jpg, a real face),
 #     postgresql (the PostgreSQL gallery tests start their own server), nftables and iproute2
-#     (the two-host test's simulated link).
+#     (the two-host test's simulated link), chromium and chromium-driver (the real browser of
+#     the web page's tests).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -80,13 +81,16 @@ bash "$ROOT/scripts/ros_sources.sh" "$ROOT" "$VENV"
 # --- 5. Debian packages the tests use (root only) ------------------------------------------
 # opencv-doc: messi5.jpg, a real face; postgresql: initdb/postgres for the PostgreSQL gallery
 # tests (they start their own server in a temporary folder; no system service is needed);
-# nftables, iproute2: two simulated hosts (test/test_two_hosts.py, bench/bench_link.py).
+# nftables, iproute2: two simulated hosts (test/test_two_hosts.py, bench/bench_link.py);
+# chromium, chromium-driver: the real browser the web page's tests drive (test/webutil.py).
 MESSI=/usr/share/doc/opencv-doc/examples/data/messi5.jpg
 APT=()
 [ -f "$MESSI" ] || APT+=(opencv-doc)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null \
     || APT+=(postgresql)
 { command -v nft && command -v tc && command -v ip; } >/dev/null || APT+=(nftables iproute2)
+[ -x /usr/bin/chromium ] || APT+=(chromium)
+[ -x /usr/bin/chromedriver ] || APT+=(chromium-driver)
 if [ "${#APT[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         log "installing Debian packages the tests use: ${APT[*]}"

@@ -115,6 +115,9 @@ def test_client_frames_and_results_are_published(bridge, graph, astronaut, messi
     result = next(a for a in faces_topic.messages if "astronaut" in [f.name for f in a.faces])
     # the token's name, not the name the client asked for, is its ROS name
     assert result.source == "robot_cam" and result.header.frame_id == "robot_cam"
+    # faces are tracked per client: the astronaut keeps one track id across her frames
+    ids = {f.track_id for a in faces_topic.messages for f in a.faces if f.name == "astronaut"}
+    assert len(ids) == 1 and 0 not in ids, ids
     assert result.header.stamp.sec > 0 and result.processing_time > 0
     assert images.messages, "no CompressedImage on the client's topic"
     image = images.messages[-1]

@@ -10,6 +10,7 @@ import signal
 import time
 
 import cv2
+import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
@@ -92,9 +93,26 @@ async def _faces_reply(ws, frame, timeout):
     return None, others
 
 
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of ``pid`` in clock ticks (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+async def _until_busy(pid: int, ticks: int = 3, timeout: float = 20.0) -> None:
+    """Until ``pid`` has used ``ticks`` clock ticks more CPU than now: it is processing."""
+    start = _cpu_ticks(pid)
+    deadline = time.monotonic() + timeout
+    while _cpu_ticks(pid) - start < ticks and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+
+
 def test_client_gets_replies_again_after_the_face_worker_died(bridge, astronaut):
     frame = jpeg(astronaut)
-    big = jpeg(cv2.resize(astronaut, (1536, 1536)))
+    # nine faces on 1536x1536: a frame that keeps the worker busy for a good while, killed
+    # once the worker is seen using CPU on it (a fixed sleep lost the race on a fast machine)
+    big = jpeg(cv2.resize(np.tile(astronaut, (3, 3, 1)), (1536, 1536)))
 
     async def scenario():
         ws = await _client(bridge, "crash-victim")
@@ -104,7 +122,7 @@ def test_client_gets_replies_again_after_the_face_worker_died(bridge, astronaut)
             workers = _face_workers(bridge["proc"].popen.pid)
             assert len(workers) == 1, workers
             await ws.send(big)  # being processed when its worker dies
-            await asyncio.sleep(0.3)
+            await _until_busy(workers[0])
             os.kill(workers[0], signal.SIGKILL)
             return await _faces_reply(ws, frame, 90)
         finally:

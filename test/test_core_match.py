@@ -149,3 +149,17 @@ def test_float32_search_reports_exact_float64_distances():
         best = int(np.argmin(distances))
         assert match.name == f"p{best}"
         assert match.distance == pytest.approx(distances[best], abs=1e-12)
+
+
+def test_distance_to_one_person_and_generation():
+    matcher = Matcher(threshold=0.6)
+    start = matcher.generation
+    matcher.set_gallery(["ada", "ada", "bob"], [_unit(0), _unit(1), _unit(2)])
+    assert matcher.generation == start + 1
+    query = _unit(1) + _unit(2, 0.3)
+    assert matcher.distance_to(query, "ada") == pytest.approx(0.3, abs=1e-6)
+    assert matcher.distance_to(query, "bob") == pytest.approx(np.hypot(1, 0.7), abs=1e-6)
+    assert matcher.distance_to(query, "eve") == float("inf")
+    matcher.clear()
+    assert matcher.generation == start + 2 and matcher.distance_to(query, "ada") == \
+        float("inf")

@@ -140,6 +140,39 @@ def test_boxes_are_clipped_to_the_image(astronaut):
     assert (left, top) == (0, 0) and 60 < right < 120 and 60 < bottom < 120
 
 
+def test_face_cut_by_the_edge_is_aligned_on_the_unclipped_box(pipeline, astronaut):
+    """dlib hands the detector's rectangle to the landmark model as it is, also when it
+    reaches past the image edge; clipping it first moved the descriptor by 0.05-0.09 here.
+    The reported box stays clipped to the image (Face.roi)."""
+    import dlib
+    crop = np.ascontiguousarray(astronaut[95:, 175:])  # face cut by the top edge
+    rgb = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+    rect = dlib.get_frontal_face_detector()(rgb, 0)[0]
+    assert rect.top() < 0  # the detector's box reaches outside the image
+    shape = pipeline.aligner._raw_predictor()(rgb, rect)
+    reference = pipeline.embedder.embed_chips([dlib.get_face_chip(rgb, shape, 150, 0.25)])[0]
+    face = pipeline.process(crop).faces[0]
+    assert face.box[1] == 0 and face.box[0] == rect.left()  # clipped for the message
+    assert np.linalg.norm(face.descriptor - reference) < 1e-4
+    sample = pipeline.describe(crop)[0]  # enrollment takes the same path
+    assert np.linalg.norm(sample.descriptor - reference) < 1e-4
+
+
+def test_core_server_and_eval_share_one_default_embedder():
+    """One default: the server's (OpenCV DNN running dlib's network, verified equal)."""
+    from facerec_server import params
+    from facerec_server.eval import cli, lfw
+    server = params.BY_NAME["face.embedder"].default
+    assert server == "opencv"
+    assert FaceConfig().embedder == server
+    args = cli.build_parser().parse_args(["lfw", "--images", "i", "--pairs", "p"])
+    assert cli.settings_from_args(args).embedder == server
+    assert lfw.Settings().embedder == server
+    dlib_args = cli.build_parser().parse_args(["lfw", "--images", "i", "--pairs", "p",
+                                               "--backend", "dlib"])
+    assert cli.settings_from_args(dlib_args).embedder == "dlib"  # dlib called directly
+
+
 def test_map_box_scales_and_clips():
     import dlib
     rect = dlib.rectangle(-3, 10, 49, 59)  # inclusive corners on a half-size image

@@ -256,3 +256,44 @@ def test_photo_over_the_pixel_limit_is_refused_from_its_header(tmp_path, photos)
     code, out, err = run(gallery, "add", "alice", photos / "astronaut.png",
                          "--max-pixels", "1000")
     assert code == 1 and "astronaut.png: decode error: image of 512x512" in err
+
+
+def test_people_commands(location, photos):
+    """name / rename / merge / samples / remove-sample / not / sightings / anonymous."""
+    from facerec_server.core.enroll import build_pipeline
+    from facerec_server.core.gallery import Gallery
+    gallery = location
+    assert run(gallery, "add", "alice", photos / "astronaut.png")[0] == 0
+    pipeline = build_pipeline(upsample=1)
+    pipeline.load()
+    [messi] = pipeline.describe(cv2.imread(str(photos / "messi.jpg")))
+    with Gallery(str(gallery)) as direct:  # what the server does for a confirmed stranger
+        anonymous = direct.add_anonymous([messi.descriptor], seen_at=1700000000.0)
+        direct.record_sightings([(anonymous, "/camera/image/compressed", 1700000000.0,
+                                  1700000060.0, 2)])
+    code, out, err = run(gallery, "anonymous")
+    assert code == 0 and out.startswith(f"{anonymous}\t1\tlast seen 2023-11-14"), out
+    code, out, err = run(gallery, "sightings", anonymous)
+    assert code == 0 and "/camera/image/compressed" in out and "2 visits" in out, out
+    code, out, err = run(gallery, "sightings", "alice")
+    assert code == 1 and "no sightings of 'alice'" in err
+    code, out, err = run(gallery, "name", anonymous, "lionel")
+    assert code == 0 and f"{anonymous} is 'lionel' (named; 1 samples)" in out, out + err
+    code, out, err = run(gallery, "name", anonymous, "x")
+    assert code == 1 and "no anonymous identity" in err and "nothing written" in err
+    assert run(gallery, "rename", "lionel", "Lionel Messi")[0] == 0
+    code, out, err = run(gallery, "rename", "Lionel Messi", "alice")
+    assert code == 1 and "merge" in err
+    code, out, err = run(gallery, "not", "alice", photos / "messi.jpg", "--min-face-size", 20)
+    assert code == 0 and "1 negative example: that face is not 'alice'" in out, out + err
+    code, out, err = run(gallery, "merge", "Lionel Messi", "alice")
+    assert code == 0 and "merged 'Lionel Messi' into 'alice' (2 samples)" in out, out + err
+    code, out, err = run(gallery, "samples", "alice", "--json")
+    samples = json.loads(out)
+    assert code == 0 and len(samples) == 2
+    code, out, err = run(gallery, "remove-sample", samples[1]["id"])
+    assert code == 0 and f"removed sample {samples[1]['id']} of 'alice'" in out
+    assert run(gallery, "list")[1] == "alice\t1\n"
+    with Gallery(str(gallery)) as direct:
+        assert direct.snapshot_all().negatives[0] == ["alice"]
+        assert [s["input"] for s in direct.sightings("alice")] == ["/camera/image/compressed"]

@@ -146,16 +146,20 @@ def test_roc_png(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 def test_variant_tags():
-    assert lfw.Settings().tag() == "hog"
-    assert lfw.Settings(upsample=1, jitter=10, flip=True).tag() == "hog-up1-jitter10-flip"
+    assert lfw.Settings().tag() == "hog-opencv-embedder"  # the default embedder, named
+    assert lfw.Settings(embedder="dlib").tag() == "hog"  # as the earlier result files
+    assert lfw.Settings(upsample=1, jitter=10, flip=True, embedder="dlib").tag() == \
+        "hog-up1-jitter10-flip"
     assert lfw.Settings(backend="dlib").tag() == "dlib-hog"
     assert lfw.Settings(fallback_box=(0.2, 0.2, 0.8, 0.8)).tag() == \
-        "hog-fallback-0.200-0.200-0.800-0.800"
+        "hog-opencv-embedder-fallback-0.200-0.200-0.800-0.800"
     assert lfw.Settings().align_key() == lfw.Settings(jitter=3, flip=True).align_key()
     assert lfw.Settings().align_key() != lfw.Settings(upsample=1).align_key()
-    assert lfw.Settings(decoder="dlib").tag() == "hog-dlib-decoder"
+    assert lfw.Settings(decoder="dlib").tag() == "hog-dlib-decoder-opencv-embedder"
     assert lfw.Settings(embedder="opencv").tag() == "hog-opencv-embedder"
-    assert lfw.Settings().align_key() != lfw.Settings(embedder="opencv").align_key()
+    assert lfw.Settings().align_key() != lfw.Settings(embedder="dlib").align_key()
+    assert lfw.Settings(backend="dlib").align_key() == \
+        lfw.Settings(backend="dlib", embedder="dlib").align_key()
     assert lfw.Settings().align_key() != lfw.Settings(decoder="dlib").align_key()
 
 
@@ -370,8 +374,8 @@ def test_cli_end_to_end(tmp_path, tiny_lfw):
             "--output", out]
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr
-    report = json.loads((out / "lfw_hog.json").read_text())
-    roc = cv2.imread(str(out / "lfw_hog_roc.png"))
+    report = json.loads((out / "lfw_hog-opencv-embedder.json").read_text())
+    roc = cv2.imread(str(out / "lfw_hog-opencv-embedder_roc.png"))
     assert roc is not None and roc.shape[0] > 100
     assert report["n_pairs"] == 12 and report["n_images"] == 9
     assert report["fallback_count"] == 1 and report["fallback_images"] == ["Nobody_0001"]
@@ -385,7 +389,7 @@ def test_cli_end_to_end(tmp_path, tiny_lfw):
     # the second run takes every descriptor from the cache and gives the same answer
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr
-    again = json.loads((out / "lfw_hog.json").read_text())
+    again = json.loads((out / "lfw_hog-opencv-embedder.json").read_text())
     assert again["descriptors_from_cache"] == 9 and again["descriptors_computed"] == 0
     assert again["accuracy_mean"] == 1.0
     assert again["best_threshold_all_pairs"] == report["best_threshold_all_pairs"]
@@ -393,10 +397,10 @@ def test_cli_end_to_end(tmp_path, tiny_lfw):
     # test-time flip: same answers, new mirrored descriptors, about twice the embedding cost
     proc = run_cli(*args, "--flip")
     assert proc.returncode == 0, proc.stderr
-    flip = json.loads((out / "lfw_hog-flip.json").read_text())
+    flip = json.loads((out / "lfw_hog-flip-opencv-embedder.json").read_text())
     assert flip["accuracy_mean"] == 1.0 and flip["accuracy_at_fixed_threshold"] == 1.0
     assert flip["descriptors_computed"] == 9
-    assert (out / "lfw_hog-flip_roc.png").is_file()
+    assert (out / "lfw_hog-flip-opencv-embedder_roc.png").is_file()
 
 
 def test_cli_missing_image_is_an_error(tmp_path, tiny_lfw, capsys):

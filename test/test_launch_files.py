@@ -308,8 +308,11 @@ def test_security_enclaves_and_node_names_match_the_policy(launch_files):
 # `--launch-prefix 'gdb -ex run --args'` does); this one prints the command line and the
 # parameter files it names, then waits for Ctrl-C, so no node really starts.
 ARGV_PRINTER = """
-import json, os, signal, sys
-signal.signal(signal.SIGINT, lambda *_: os._exit(0))  # two arrive: the group's, launch's
+import json, os, signal, sys, time
+# Two SIGINTs arrive: the process group's, then launch's own. Exit a moment after the first,
+# as a node does: a process gone before launch signals it is reaped by Popen.send_signal's
+# poll() inside launch, and asyncio then reports exit code 255 ("Unknown child process").
+signal.signal(signal.SIGINT, lambda *_: (time.sleep(0.5), os._exit(0)))
 args = sys.argv[1:]
 files = {a: open(a).read() for i, a in enumerate(args) if i and args[i - 1] == "--params-file"}
 print("ARGV " + json.dumps({"argv": args, "files": files}), flush=True)

@@ -35,6 +35,7 @@ def _full_face_array() -> FaceArray:
                                     do_rectify=False)
         face.detection_score = 1.25
         face.track_id = 7 + i
+        face.track_state = Face.TRACK_CONFIRMED if i == 0 else Face.TRACK_TENTATIVE
         face.landmarks = [Point32(x=float(k), y=float(k) * 2.5, z=0.0) for k in range(5)]
         face.descriptor = [math.sin(k) for k in range(128)]
         msg.faces.append(face)
@@ -49,6 +50,7 @@ def _faces_equal(a: Face, b: Face) -> None:
         (b.roi.x_offset, b.roi.y_offset, b.roi.width, b.roi.height, b.roi.do_rectify)
     assert a.detection_score == pytest.approx(b.detection_score, rel=1e-6)
     assert a.track_id == b.track_id
+    assert a.track_state == b.track_state
     assert [(p.x, p.y, p.z) for p in a.landmarks] == [(p.x, p.y, p.z) for p in b.landmarks]
     assert list(a.descriptor) == pytest.approx(list(b.descriptor), rel=1e-6)
 
@@ -86,8 +88,11 @@ def test_interface_fields_are_the_contract():
     assert Face.get_fields_and_field_types() == {
         "name": "string", "distance": "float", "confidence": "float",
         "roi": "sensor_msgs/RegionOfInterest", "detection_score": "float",
-        "track_id": "uint32", "landmarks": "sequence<geometry_msgs/Point32>",
-        "descriptor": "sequence<float>"}
+        "track_id": "uint32", "track_state": "uint8", "anonymous_id": "string",
+        "landmarks": "sequence<geometry_msgs/Point32>", "descriptor": "sequence<float>"}
+    from facerec_server.core import tracking
+    assert (Face.TRACK_NONE, Face.TRACK_TENTATIVE, Face.TRACK_CONFIRMED) == (0, 1, 2) == \
+        (tracking.TRACK_NONE, tracking.TRACK_TENTATIVE, tracking.TRACK_CONFIRMED)
     assert FaceArray.get_fields_and_field_types() == {
         "header": "std_msgs/Header", "source": "string",
         "faces": "sequence<facerec_msgs/Face>", "processing_time": "float"}

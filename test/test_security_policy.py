@@ -89,7 +89,8 @@ def test_policy_is_well_formed_and_follows_the_sros2_schema():
                     assert NAME.match(text), f"bad {child} name {text!r}"
                     assert not text.startswith(("rt/", "rq/", "rr/")), \
                         "write ROS names, not DDS topic names"
-                    assert "*" not in text or "clients/*/" in text or "_ros2cli_*" in text, \
+                    assert "*" not in text or "clients/*/" in text or "_ros2cli_*" in text \
+                        or re.fullmatch(r"humans/faces/\*/(roi|cropped|aligned)", text), \
                         f"wildcard {text!r} broader than needed"
     assert len(paths) == len(set(paths))
     assert set(NODE_ENCLAVES.values()) <= set(paths)
@@ -126,16 +127,51 @@ def graph_by_node(tmp_path_factory, ros_context):
         "bridge_params_file": params_copy("bridge.yaml", tmp, dict(tls["overrides"], **{
             "bridge.port": port, "workers": 1, "gallery.path": str(tmp / "g.db")}))},
         tmp=tmp, name="bringup")
+    viewer = None
     try:
         wait_for_service(graph, ListFaces, "/facerec_server/list_faces", launch, timeout=180)
         wait_port(port, launch, timeout=180)
+        viewer = _CamerasPageViewer(port, tls)  # the bridge subscribes to annotated frames
         result = asyncio.run(_read_graph_with_a_bridge_client(graph, port, tls))
         code = launch.stop(60)
     finally:
+        if viewer is not None:
+            viewer.stop()
         graph.close()
         launch.close()
     assert code == 0, launch.describe()
     return result
+
+
+class _CamerasPageViewer:
+    """Asks the bridge's web API for the Cameras page once a second (as the open page does),
+    so the bridge keeps its subscriptions to the servers' annotated frames."""
+
+    def __init__(self, port, tls):
+        import http.client
+        import threading
+        context = ssl.create_default_context()
+        tls["ca"].configure_trust(context)
+        self._stop = threading.Event()
+
+        def poll():
+            while not self._stop.wait(1.0):
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=context,
+                                                   timeout=10)
+                try:
+                    conn.request("GET", "/api/cameras",
+                                 headers={"Authorization": f"Bearer {tls['token']}"})
+                    conn.getresponse().read()
+                except (OSError, http.client.HTTPException):  # the launch is ending
+                    pass
+                finally:
+                    conn.close()
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(15)
 
 
 async def _read_graph_with_a_bridge_client(graph, port, tls):
@@ -180,13 +216,33 @@ def _introspect(graph, settle: float = 20.0):
                 current = None
                 break
         if current is not None and current == previous:
-            if time.monotonic() - stable_since > 2.0 and any(
-                    "/clients/" in t for t in current["facerec_bridge"]["publish"]):
+            bridge = current["facerec_bridge"]
+            if time.monotonic() - stable_since > 2.0 \
+                    and any("/clients/" in t for t in bridge["publish"]) \
+                    and any(t.endswith("/annotated/compressed") for t in bridge["subscribe"]):
                 return current
         else:
             previous, stable_since = current, time.monotonic()
         time.sleep(0.25)
     raise AssertionError(f"graph did not settle: {previous}")
+
+
+# REP-155 per-face topics exist only while a face is tracked (none in the launched scene);
+# test_per_face_patterns_cover_the_topics_of_a_face checks what they match.
+PER_FACE = {f"/humans/faces/*/{part}" for part in ("roi", "cropped", "aligned")}
+
+
+def test_per_face_patterns_cover_the_topics_of_a_face():
+    from facerec_server import ecosystem
+    granted = grants(NODE_ENCLAVES["facerec_server"])["publish"]
+    assert PER_FACE <= granted
+    face = ecosystem.face_id(12)
+    for part in ("roi", "cropped", "aligned"):
+        topic = f"/humans/faces/{face}/{part}"
+        assert [p for p in PER_FACE if fnmatch.fnmatchcase(topic, p)] == [
+            f"/humans/faces/*/{part}"]
+    assert not any(fnmatch.fnmatchcase(t, p) for p in PER_FACE
+                   for t in ("/humans/faces/tracked", "/humans/candidate_matches"))
 
 
 @pytest.mark.parametrize("node", sorted(NODE_ENCLAVES))
@@ -203,7 +259,7 @@ def test_policy_grants_exactly_what_the_node_uses(graph_by_node, node):
         assert not uncovered, f"{node} needs {permission} on {uncovered}: the policy denies it"
         unused = sorted(exact - names)
         assert not unused, f"policy lets {node} {permission} {unused}, which it never does"
-        for pattern in patterns:
+        for pattern in patterns - PER_FACE:
             matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
             assert matched, f"{node}: pattern {pattern} matches nothing the node {permission}s"
 

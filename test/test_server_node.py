@@ -246,13 +246,16 @@ def test_diagnostics_recover_to_ok_after_errors(server, module_graph, astronaut)
 
 def test_implementations_switch_at_runtime_and_agree(server, module_graph, astronaut):
     """face.embedder opencv (default) vs dlib give the same distance; the OpenCV MMOD
-    detector finds the same face."""
+    detector finds the same face. Tracking is off here: every frame is described from its
+    own full-frame box (a track's distance can come from an earlier frame's box)."""
     mirrored = np.ascontiguousarray(astronaut[:, ::-1])
 
     def eileen():
         _, got = _recognise(module_graph, mirrored)
         return next(f for f in got.faces if f.name == "eileen")
 
+    [r] = set_parameters(module_graph, NODE, {"face.tracking.enabled": False})
+    assert r.successful, r.reason
     default = eileen()
     try:
         [r] = set_parameters(module_graph, NODE, {"face.embedder": "dlib"})
@@ -267,4 +270,4 @@ def test_implementations_switch_at_runtime_and_agree(server, module_graph, astro
         assert with_cnn.detection_score > 0.5  # MMOD confidence, not a HOG margin
     finally:
         set_parameters(module_graph, NODE, {"face.embedder": "opencv", "face.detector": "hog",
-                                            "face.upsample": 1})
+                                            "face.upsample": 1, "face.tracking.enabled": True})

@@ -345,11 +345,13 @@ def sanitize_name(name: str) -> str:
 _SECRETS = (
     (re.compile(r"(?i)(authorization\s*[:=]\s*'?\s*\w+\s+)[^\s',\]]+"), r"\1***"),
     (re.compile(r"(?i)([?&]token=)[^&\s'\"]+"), r"\1***"),
+    (re.compile(r"(?i)(cookie\s*[:=]\s*'?)[^'\n\]]+"), r"\1***"),
 )
 
 
 def redact(text: str) -> str:
-    """``text`` with bearer tokens (Authorization headers, ``token=`` query values) masked."""
+    """``text`` with bearer tokens (Authorization headers, ``token=`` query values) and
+    cookies (the web pages' session) masked."""
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text

@@ -33,11 +33,16 @@ values and undecodable frames are logged (throttled) and counted; the connection
 A frame the processor fails on gets no result, the client a MESSAGE ``frame not processed:
 <reason>``; the next frame is processed as usual.
 
-Authentication lives in :class:`Authenticator` (bearer token, client certificate or none;
-per-address back-off); with a token or certificate the credential's name is the client's
-name, SETTING_NAME cannot change it. Bearer tokens: ``Authorization: Bearer <token>``
-header (preferred) or ``?token=<token>`` in the URL. Prefer the header: URLs end up in proxy
-and server logs. Tokens are compared with :func:`hmac.compare_digest` and never logged.
+Authentication lives in :class:`~facerec_server.bridge.auth.Authenticator` (bearer token,
+web session cookie, client certificate or none; per-address back-off); with a token or
+certificate the credential's name is the client's name, SETTING_NAME cannot change it.
+Bearer tokens: ``Authorization: Bearer <token>`` header (preferred) or ``?token=<token>`` in
+the URL. Prefer the header: URLs end up in proxy and server logs. Tokens are compared with
+:func:`hmac.compare_digest` and never logged.
+
+With a ``web`` application (:mod:`facerec_server.bridge.web`) the same port also answers
+plain HTTPS requests: the first request of a connection that is not a websocket upgrade
+hands the connection to :mod:`facerec_server.bridge.http` (same TLS, same gate).
 
 Connections are accepted as plain TCP and upgraded to TLS by the bridge (:class:`_Gate`):
 at most ``max_pending`` may be in their handshakes (the oldest is closed), and TLS starts
@@ -51,7 +56,6 @@ import concurrent.futures
 import dataclasses
 import errno
 import functools
-import hmac
 import http
 import logging
 import os
@@ -60,15 +64,15 @@ import ssl
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
 from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
-from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from . import http as http_server
 from . import protocol
-from .config import BridgeConfig, BridgeConfigError, load_tokens, make_ssl_context
+from .auth import AuthResult, Authenticator, Principal
+from .config import BridgeConfig, BridgeConfigError, make_ssl_context
 from .processing import FrameFailed, Processor, UndecodableFrame
 from .protocol import ClientSettings, Command, ProtocolError
 
@@ -90,125 +94,6 @@ GLOBAL_COUNTERS = COUNTERS + (
     "connections", "rejected_auth", "rejected_backoff", "rejected_capacity", "closed_rate",
     "closed_too_big", "accept_errors",
 )
-
-
-# --- who is asking: authentication in one place --------------------------------------------
-
-@dataclass(frozen=True)
-class Principal:
-    """An authenticated client. ``bound``: its credential decides its ROS-visible name
-    (``name``; a token's name or a certificate's CN), the client cannot choose another."""
-
-    name: str
-    bound: bool
-
-
-ANONYMOUS = Principal("anonymous", bound=False)
-
-
-@dataclass(frozen=True)
-class AuthResult:
-    """``principal`` when authenticated; else ``retry_after`` > 0 when the source address is
-    backing off after failed logins (answer 429 without checking), 0 for a failed check."""
-
-    principal: Optional[Principal]
-    retry_after: float = 0.0
-
-
-class _LoginBackoff:
-    """Failed logins per source address: after FREE failures each further attempt must wait
-    1 s, doubling per failure up to MAX_DELAY s. A success forgets the address; so do
-    FORGET s without a failure. At most ``size`` addresses (the stalest are dropped)."""
-
-    FREE, MAX_DELAY, FORGET = 5, 60.0, 900.0
-
-    def __init__(self, size: int = 4096):
-        self.size = size
-        self._table: "OrderedDict[str, Tuple[int, float, float]]" = OrderedDict()
-
-    def retry_after(self, address: str, now: float) -> float:
-        entry = self._table.get(address)
-        if entry is None:
-            return 0.0
-        failures, blocked_until, last = entry
-        if now - last > self.FORGET:
-            del self._table[address]
-            return 0.0
-        return max(0.0, blocked_until - now)
-
-    def failed(self, address: str, now: float) -> None:
-        failures, _, last = self._table.pop(address, (0, 0.0, now))
-        failures = 1 if now - last > self.FORGET else failures + 1
-        delay = min(self.MAX_DELAY, 2.0 ** (failures - self.FREE)) if failures >= self.FREE \
-            else 0.0
-        self._table[address] = (failures, now + delay, now)
-        while len(self._table) > self.size:
-            self._table.popitem(last=False)
-
-    def succeeded(self, address: str) -> None:
-        self._table.pop(address, None)
-
-
-class Authenticator:
-    """Who is asking, for every request on the bridge's port (the websocket upgrade now; an
-    HTTP handler on the same port can use it the same way).
-
-    * ``token``: ``Authorization: Bearer <token>`` (or ``?token=`` in the URL), compared in
-      constant time with every token of the tokens file; the principal is the token's name.
-    * ``mtls``: the TLS layer verified the client certificate; the principal is its CN.
-    * ``none``: everyone is ``anonymous`` and chooses their own name.
-
-    Failed token checks are counted per source address (:class:`_LoginBackoff`); while an
-    address backs off its requests are refused without a check (``retry_after``)."""
-
-    def __init__(self, config: BridgeConfig):
-        self.mode = config.auth
-        self._tokens = load_tokens(config.tokens_file, config.label("tokens_file")) \
-            if config.auth == "token" else []
-        self._backoff = _LoginBackoff()
-
-    def check(self, headers, path: str, peercert: Optional[dict], address: str) -> AuthResult:
-        if self.mode == "none":
-            return AuthResult(ANONYMOUS)
-        if self.mode == "mtls":  # the TLS handshake already verified the certificate
-            return AuthResult(Principal(_certificate_name(peercert or {}), bound=True))
-        now = time.monotonic()
-        wait = self._backoff.retry_after(address, now)
-        if wait > 0:
-            return AuthResult(None, retry_after=wait)
-        name = self._token_name(_bearer_token(headers, path))
-        if name is None:
-            self._backoff.failed(address, now)
-            return AuthResult(None)
-        self._backoff.succeeded(address)
-        return AuthResult(Principal(name, bound=True))
-
-    def _token_name(self, candidate: Optional[str]) -> Optional[str]:
-        if not candidate:
-            return None
-        found = None
-        for name, token in self._tokens:  # no early exit: timing does not reveal the index
-            if hmac.compare_digest(candidate.encode(), token.encode()):
-                found = name
-        return found
-
-
-def _bearer_token(headers, path: str) -> Optional[str]:
-    scheme, _, value = headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    values = parse_qs(urlsplit(path).query).get("token")
-    return values[0] if values else None
-
-
-def _certificate_name(cert: dict) -> str:
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return protocol.clean_name(value)
-    for _, value in cert.get("subjectAltName", ()):
-        return protocol.clean_name(value)
-    return "client-certificate"
 
 
 class _TokenBucket:
@@ -267,8 +152,10 @@ class _Gate:
     TLS starts only once the client has sent something (its ClientHello): an idle
     connection costs a few kB instead of the TLS layer's 256 kB read buffer."""
 
-    def __init__(self, context: ssl.SSLContext, limit: int, handshake_timeout: float):
+    def __init__(self, context: ssl.SSLContext, limit: int, handshake_timeout: float,
+                 web=None):
         self.context, self.limit = context, limit
+        self.web = web  # answers requests that are not websocket upgrades (or None)
         self.handshake_timeout = handshake_timeout
         self.pending: "OrderedDict[_GateConnection, None]" = OrderedDict()
         self.evicted = 0
@@ -300,6 +187,9 @@ class _GateConnection(ServerConnection):
         self._tls_task: Optional[asyncio.Task] = None
         self._handed_over = False
         self._lost = False
+        self._tls: Optional[asyncio.Transport] = None  # TLS done, first request not yet read
+        self._head: Optional[bytearray] = None  # the first request's head, while it comes in
+        self._head_timer: Optional[asyncio.TimerHandle] = None
         self.auth: Optional[AuthResult] = None  # set by BridgeServer._process_request
 
     def connection_made(self, transport) -> None:  # plain TCP, before TLS
@@ -325,6 +215,11 @@ class _GateConnection(ServerConnection):
             os.close(fd)
 
     async def _start_tls(self, transport) -> None:
+        if self._gate.web is not None:
+            # The first request decides: a websocket upgrade goes to websockets, anything
+            # else to the web pages. Until its head is complete the connection stays
+            # pending. (Its bytes may arrive before start_tls returns.)
+            self._head = bytearray()
         try:
             tls = await self.loop.start_tls(transport, self, self._gate.context,
                                             server_side=True,
@@ -339,8 +234,42 @@ class _GateConnection(ServerConnection):
         if self._lost or tls is None or tls.is_closing():
             self._gate.release(self)
             return
+        if self._head is None:
+            self._hand_to_websockets(tls, b"")
+            return
+        self._tls = tls
+        self._head_timer = self.loop.call_later(self._gate.handshake_timeout, self.drop)
+        self._route_first_request()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head is None:
+            super().data_received(data)
+            return
+        self._head += data
+        if self._tls is not None:
+            self._route_first_request()
+        elif len(self._head) > http_server.MAX_HEAD and b"\r\n\r\n" not in self._head:
+            self.drop()  # no request head is this long
+
+    def _route_first_request(self) -> None:
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._head) > http_server.MAX_HEAD:
+                self.drop()  # no request head is this long
+            return
+        head, self._head = bytes(self._head), None
+        self._head_timer.cancel()
+        if http_server.is_websocket_upgrade(head[:end]):
+            self._hand_to_websockets(self._tls, head)
+        else:
+            self._gate.release(self)
+            self._gate.web.adopt(self._tls, head)  # the transport gets a new protocol
+
+    def _hand_to_websockets(self, tls, data: bytes) -> None:
         self._handed_over = True
         super().connection_made(tls)  # websockets takes over (handshake, open_timeout)
+        if data:
+            super().data_received(data)
 
     def handshake_done(self) -> None:
         """The websocket handshake is over: no longer pending."""
@@ -351,12 +280,22 @@ class _GateConnection(ServerConnection):
         self._stop_watching()
         if self._handed_over:
             self.transport.abort()
+        elif self._tls is not None:
+            self._tls.abort()
         elif self._raw is not None:
             self._raw.abort()
+
+    def eof_received(self):
+        if self._handed_over:
+            return super().eof_received()
+        self.drop()  # closed before its first request (browsers pre-connect sockets)
+        return None
 
     def connection_lost(self, exc) -> None:
         self._lost = True
         self._stop_watching()
+        if self._head_timer is not None:
+            self._head_timer.cancel()
         self._gate.release(self)
         if self._handed_over:
             super().connection_lost(exc)
@@ -452,9 +391,12 @@ class BridgeServer:
     def __init__(self, config: BridgeConfig, processor: Processor,
                  on_frame: Optional[FrameCallback] = None,
                  on_result: Optional[ResultCallback] = None,
-                 on_client: Optional[ClientCallback] = None):
+                 on_client: Optional[ClientCallback] = None, web=None):
         config.validate()
         self.config = config
+        self.web = web  # a facerec_server.bridge.web.WebApp, or None: no web pages
+        if web is not None:
+            web.bind(self)
         self.processor = processor
         self.on_frame, self.on_result, self.on_client = on_frame, on_result, on_client
         self.auth = Authenticator(config)
@@ -480,7 +422,8 @@ class BridgeServer:
         loop = asyncio.get_running_loop()
         # TLS is started per connection by the gate (ssl=None here), so that connections
         # still in their handshakes are bounded (max_pending) and can be dropped.
-        self._gate = _Gate(self._ssl, self.config.max_pending, self.config.open_timeout or 10.0)
+        self._gate = _Gate(self._ssl, self.config.max_pending, self.config.open_timeout or 10.0,
+                           self.web)
         try:
             self._server = await serve(
                 self._handle, self.config.host, self.config.port,
@@ -499,6 +442,8 @@ class BridgeServer:
         loop.set_exception_handler(self._loop_exception)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             self.config.workers, thread_name_prefix="bridge-proc")
+        if self.web is not None:
+            await self.web.start()
         LOG.info("bridge listening on wss://%s:%d (auth=%s)", self.config.host, self.port,
                  self.config.auth)
 
@@ -515,6 +460,8 @@ class BridgeServer:
                 self._gate.close_all()
             await self._server.wait_closed()
             self._server = None
+        if self.web is not None:
+            await self.web.stop()
         if loop is not None:
             loop.set_exception_handler(self._previous_handler)
         if self._executor is not None:
@@ -625,12 +572,14 @@ class BridgeServer:
             LOG.exception("bridge callback %r failed", getattr(callback, "__name__", callback))
 
     def _process_request(self, connection: "_GateConnection", request):
-        """Authenticate the upgrade request (:class:`Authenticator`); an address that backs
-        off after failed logins gets 429 Too Many Requests without a check."""
+        """Authenticate the upgrade request (:class:`Authenticator`; a web page's session
+        cookie only from a page of this origin); an address that backs off after failed
+        logins gets 429 Too Many Requests without a check."""
         address = str((connection.remote_address or ("?",))[0])
         connection.auth = self.auth.check(request.headers, request.path,
                                           connection.transport.get_extra_info("peercert"),
-                                          address)
+                                          address,
+                                          cookie=http_server.same_origin(request.headers))
         if connection.auth.principal is None and connection.auth.retry_after > 0:
             self._global["rejected_backoff"] += 1
             refused = self._global["rejected_backoff"]
@@ -698,6 +647,8 @@ class BridgeServer:
             LOG.info("client %r disconnected (code %s): %s", session.name, ws.close_code,
                      {k: v for k, v in session.counters.items() if v})
             self._callback(session, self.on_client, session.name, False)
+            if self.web is not None:
+                self.web.client_left(session.name, dict(session.counters))
 
     def _on_binary(self, session: _Session, data: bytes) -> None:
         self._count(session, "frames_received")
@@ -708,6 +659,8 @@ class BridgeServer:
             return
         stamp = time.time()
         self._callback(session, self.on_frame, session.name, data, stamp)
+        if self.web is not None:
+            self.web.client_frame(session.name, data, stamp)
         settings = session.settings
         if not (settings.faces_enabled or settings.objects_enabled):
             self._count(session, "frames_skipped")
@@ -746,6 +699,8 @@ class BridgeServer:
                 LOG.info("client %r is now called %r", old, new)
                 self._callback(session, self.on_client, old, False)
                 self._callback(session, self.on_client, new, True)
+                if self.web is not None:
+                    self.web.client_left(old, dict(session.counters))
         else:
             session.settings.apply(message)
             LOG.info("client %r: %s = %r", session.name, message.command.name, message.context)
@@ -799,6 +754,8 @@ class BridgeServer:
                 if settings.objects_enabled and objects is not None else None
             self._callback(session, self.on_result, session.name, stamp, faces, objects,
                            elapsed)
+            if self.web is not None:
+                self.web.client_result(session.name, stamp, faces, time.time() - stamp)
             messages = []
             if faces is not None and (faces or self.config.send_empty_results):
                 messages.append(protocol.encode(

@@ -8,7 +8,9 @@
 Both take ``upsample`` (dlib's ``upsample_num_times``: each step doubles the image so faces
 down to ~40 px (1) or ~20 px (2) are found, at ~4x the cost per step) and ``scale`` in (0, 1]:
 detection runs on a copy resized by ``scale`` and boxes are mapped back to full resolution.
-Boxes are (left, top, right, bottom) int pixels of the input, right/bottom exclusive, clipped.
+Boxes are (left, top, right, bottom) int pixels of the input, right/bottom exclusive, clipped;
+``Detection.unclipped`` keeps the detector's own box (it may reach past the image edge), which
+is what the landmark model is given, as dlib does.
 """
 from __future__ import annotations
 
@@ -63,9 +65,14 @@ def _validate(upsample: int, scale: float) -> None:
 def map_box(rect, scale_x: float, scale_y: float, width: int, height: int) -> Box:
     """dlib rectangle (inclusive corners) found on an image resized by (scale_x, scale_y) ->
     full-res box (left, top, right, bottom), right/bottom exclusive, clipped to the image."""
-    box = (int(round(rect.left() / scale_x)), int(round(rect.top() / scale_y)),
-           int(round((rect.right() + 1) / scale_x)), int(round((rect.bottom() + 1) / scale_y)))
-    return clip_box(box, width, height)
+    return clip_box(unclipped_box(rect, scale_x, scale_y), width, height)
+
+
+def unclipped_box(rect, scale_x: float, scale_y: float) -> Box:
+    """As :func:`map_box` without the clipping: a face cut by the image edge keeps the box
+    the detector found, which may reach outside the image (what the landmark model wants)."""
+    return (int(round(rect.left() / scale_x)), int(round(rect.top() / scale_y)),
+            int(round((rect.right() + 1) / scale_x)), int(round((rect.bottom() + 1) / scale_y)))
 
 
 def clip_box(box: Sequence[int], width: int, height: int) -> Box:
@@ -115,9 +122,10 @@ class _DlibDetector:
         small_w, small_h = self._small_size(width, height)
         result = []
         for rect, score in hits:
-            box = map_box(rect, small_w / width, small_h / height, width, height)
+            unclipped = unclipped_box(rect, small_w / width, small_h / height)
+            box = clip_box(unclipped, width, height)
             if box[2] > box[0] and box[3] > box[1]:
-                result.append(Detection(box=box, score=float(score)))
+                result.append(Detection(box=box, score=float(score), unclipped=unclipped))
         return result
 
     def load(self) -> None:

@@ -46,6 +46,8 @@ NEAR_DUPLICATE = "near-duplicate"
 DECODE_ERROR = "decode error"
 #: Every rejection reason, in report order.
 REASONS = (NO_FACE, SEVERAL_FACES, TOO_SMALL, NEAR_DUPLICATE, DECODE_ERROR)
+#: :meth:`CaptureSession.verdict` for a frame offered after the session ended.
+SESSION_DONE = "capture over"
 
 DEFAULT_CAPTURE_SAMPLES = 5
 DEFAULT_CAPTURE_TIMEOUT = 10.0
@@ -260,8 +262,14 @@ class CaptureSession:
 
     def offer(self, image_bgr) -> bool:
         """Describe one frame and keep its face if usable; return True when accepted."""
+        return self.verdict(image_bgr) is None
+
+    def verdict(self, image_bgr) -> Optional[str]:
+        """As :meth:`offer`, saying why: None when the frame's face was taken, else one of
+        :data:`REASONS`, or :data:`SESSION_DONE` when the session no longer takes frames.
+        ``image_bgr``: a BGR array or JPEG/PNG bytes."""
         if self.done:
-            return False
+            return SESSION_DONE
         if self._describe is None:
             raise EnrollmentError("this capture session has no pipeline: use offer_faces()")
         try:
@@ -272,18 +280,21 @@ class CaptureSession:
             with self._lock:
                 self.frames += 1
                 self._picker.reject(DECODE_ERROR)
-            return False
-        return self.offer_faces(self._describe(image))
+            return DECODE_ERROR
+        return self._consider_faces(self._describe(image))
 
     def offer_faces(self, faces: Sequence) -> bool:
         """Consider the faces described in one frame; return True when a sample was taken."""
+        return self._consider_faces(faces) is None
+
+    def _consider_faces(self, faces: Sequence) -> Optional[str]:
         with self._lock:
             if self.done:
-                return False
+                return SESSION_DONE
             self.frames += 1
-            accepted = self._picker.consider(faces, label=f"frame {self.frames}") is None
+            reason = self._picker.consider(faces, label=f"frame {self.frames}")
             self.done  # sets the finished event when enough samples were taken
-            return accepted
+            return reason
 
     def cancel(self) -> None:
         """Stop accepting frames (e.g. the service call was abandoned)."""

@@ -3,7 +3,10 @@
 dlib's Python bindings hold the GIL while they compute (measured here: two threads running
 the HOG detector use one core), so threads cannot spread face work over cores. This module
 runs decode + detect + align + embed in ``spawn``-context worker processes; the caller keeps
-the gallery and does the (cheap, numpy) matching itself.
+the gallery and does the (cheap, numpy) matching itself. With face tracks
+(:mod:`core.tracking`) the caller also keeps each input's tracker and sends a plan with the
+frame: workers hold no per-input state, so any worker can take any input's next frame and a
+restarted pool loses no track.
 
 Bounded by construction: each caller (one thread per input, plus enrollment) has at most one
 job in flight, so the executor's queue never holds more jobs than there are callers.
@@ -16,10 +19,11 @@ import os
 import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from facerec_server.core.images import DEFAULT_MAX_PIXELS, decode_image
 from facerec_server.core.processes import worker_init
+from facerec_server.core.types import FrameResult
 
 # --- worker process side ------------------------------------------------------------------
 _STATE: Optional[Tuple[Any, Any]] = None  # (FacePipeline, model_paths) of this process
@@ -64,6 +68,21 @@ def job_analyse(config, model_paths, data: bytes, fmt: str,
     result = _pipeline(config, model_paths).process(image)
     result.processing_time = time.perf_counter() - start
     return result, image.shape[:2]
+
+
+def job_follow(config, model_paths, data: bytes, fmt: str, plan,
+               max_pixels: int = DEFAULT_MAX_PIXELS):
+    """Decode one compressed image and run a tracking plan on it (``FacePipeline.follow``).
+
+    Returns a ``core.tracking.TrackedFrame`` whose processing_time includes the decode.
+    Raises ImageDecodeError for data that is not a decodable image or that declares more
+    than ``max_pixels`` pixels.
+    """
+    start = time.perf_counter()
+    image = decode_image(data, fmt, max_pixels)
+    frame = _pipeline(config, model_paths).follow(image, plan)
+    frame.processing_time = time.perf_counter() - start
+    return frame
 
 
 def job_describe(config, model_paths, data: bytes, fmt: str,
@@ -126,6 +145,34 @@ class FaceWorkerPool:
             raise WorkerCrashed(f"a face worker did not answer within {timeout} s; "
                                 "pool restarted") from exc
 
+    def recognise(self, config, model_paths, data: bytes, fmt: str, matcher, tracker=None,
+                  stamp: float = 0.0, describe_all: bool = False,
+                  timeout: Optional[float] = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> FrameResult:
+        """The faces of one compressed frame, named against ``matcher`` (in this process).
+
+        Without ``tracker``: every face from scratch (``job_analyse``). With the input's
+        ``core.tracking.FaceTracker``: plan here, ``job_follow`` in a worker, update here;
+        faces carry track ids, states and voted names (``stamp``: the frame's time in
+        seconds; ``describe_all``: a descriptor for every face, e.g. while enrolling).
+        A change of the settings that make descriptors (embedder, model, chip, jitter)
+        ends the tracker's tracks: their descriptors would no longer compare.
+        ``processing_time`` is the worker's. Errors as :meth:`run`.
+        """
+        if tracker is None:
+            result, _ = self.run(job_analyse, config, model_paths, data, fmt, max_pixels,
+                                 timeout=timeout)
+            matcher.name_faces(result.faces, threshold=config.threshold)
+            return result
+        tracker.use_descriptors((config.embedder, config.chip_size, config.padding,
+                                 config.jitter, (model_paths or {}).get("recognition")))
+        plan = tracker.plan(stamp, describe_all)
+        frame = self.run(job_follow, config, model_paths, data, fmt, plan, max_pixels,
+                         timeout=timeout)
+        faces = tracker.update(frame, stamp, matcher, config.threshold)
+        return FrameResult(faces=faces, processing_time=frame.processing_time,
+                           full_detection=frame.full_detection, described=frame.described)
+
     def warmup(self, config, model_paths, timeout: float = 300.0) -> List[int]:
         """Start every worker and load its models; raises the first worker's error.
 
@@ -158,3 +205,20 @@ class FaceWorkerPool:
     def shutdown(self) -> None:
         with self._lock:
             self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class PoolDescriber:
+    """``describe(image_bgr)`` for an :class:`~facerec_server.core.enroll.Enroller`: every
+    face with descriptor and aligned chip, computed in a pool's worker processes.
+
+    ``current()`` returns ``(pool, FaceConfig, model_paths)`` at the time of each call, so
+    parameter changes (and a restarted pool) apply from the next image."""
+
+    def __init__(self, current: Callable[[], Tuple["FaceWorkerPool", Any, Any]],
+                 timeout: Optional[float] = None):
+        self._current = current
+        self.timeout = timeout
+
+    def describe(self, image) -> List[Any]:
+        pool, config, model_paths = self._current()
+        return pool.run(job_describe_array, config, model_paths, image, timeout=self.timeout)

@@ -56,7 +56,7 @@ class InputStats:
 
     COUNTERS = ("received", "processed", "dropped_replaced", "dropped_stale",
                 "dropped_future", "dropped_disabled", "decode_errors", "errors", "lost",
-                "incompatible_qos")
+                "incompatible_qos", "full_detections", "faces_described")
 
     def __init__(self, window: int = 1000):
         self._lock = threading.Lock()

@@ -3,6 +3,11 @@
 Distances are Euclidean between 128-D descriptors. A face is known when its nearest gallery
 sample is closer than ``threshold`` (strictly); the nearest sample's name wins (one person may
 have many samples). Confidence follows :class:`facerec_server.core.types.Match`.
+
+Negative examples ("this face is not alice", see the gallery's ``add_negatives``) veto a
+name: a face as near to one of alice's negative examples as to alice's nearest sample (or
+nearer) is not alice, and the next nearest person (or unknown) is taken instead. A gallery without
+negative examples matches exactly as before.
 """
 from __future__ import annotations
 
@@ -54,7 +59,9 @@ class Matcher:
 
     def __init__(self, threshold: float = 0.6) -> None:
         self.threshold = threshold
-        self._gallery: Tuple[Tuple[str, ...], np.ndarray, np.ndarray] = self._build((), [])
+        self._gallery: tuple = self._build((), [])
+        self._generation = 0
+        self._rows = None  # (gallery, {name: rows}) for distance_to
 
     @property
     def threshold(self) -> float:
@@ -69,7 +76,8 @@ class Matcher:
         self._threshold = value
 
     @staticmethod
-    def _build(names: Sequence[str], descriptors):
+    def _build(names: Sequence[str], descriptors, negatives=None):
+        """``(names, matrix, squared norms, {name: negative examples (K, 128) float64})``."""
         names = tuple(str(n) for n in names)
         matrix = as_descriptors(descriptors, "gallery descriptors")
         if len(names) != matrix.shape[0]:
@@ -80,19 +88,37 @@ class Matcher:
         matrix.setflags(write=False)
         norms = np.einsum("ij,ij->i", matrix, matrix)
         norms.setflags(write=False)
-        return names, matrix, norms
+        vetoes: dict = {}
+        if negatives is not None:
+            negative_names, negative_matrix = negatives
+            negative_matrix = as_descriptors(negative_matrix, "negative examples")
+            if len(negative_names) != negative_matrix.shape[0]:
+                raise ValueError(f"{len(negative_names)} names for {negative_matrix.shape[0]} "
+                                 "negative examples")
+            for name, row in zip(negative_names, negative_matrix):
+                vetoes.setdefault(str(name), []).append(row)
+            vetoes = {name: np.stack(rows) for name, rows in vetoes.items()}
+        return names, matrix, norms, vetoes
 
-    def set_gallery(self, names: Sequence[str], descriptors) -> None:
+    def set_gallery(self, names: Sequence[str], descriptors, negatives=None) -> None:
         """Replace the gallery: ``names[i]`` labels row i of ``descriptors`` (N, 128).
 
-        Several rows may share a name. Raises ValueError for mismatched sizes, empty names
-        or non-finite values; the previous gallery stays in place then.
+        Several rows may share a name. ``negatives``: ``(names, (K, 128))`` negative examples
+        (row i is a face that is *not* names[i]). Raises ValueError for mismatched sizes,
+        empty names or non-finite values; the previous gallery stays in place then.
         """
-        self._gallery = self._build(names, descriptors)
+        self._gallery = self._build(names, descriptors, negatives)
+        self._generation += 1
 
     def clear(self) -> None:
         """Empty the gallery: every face becomes unknown."""
         self._gallery = self._build((), [])
+        self._generation += 1
+
+    @property
+    def generation(self) -> int:
+        """Grows each time the gallery is replaced (callers that keep matches compare it)."""
+        return self._generation
 
     @property
     def names(self) -> Tuple[str, ...]:
@@ -111,10 +137,56 @@ class Matcher:
     @staticmethod
     def _squared(queries: np.ndarray, gallery) -> np.ndarray:
         """(M, N) squared distances in float32: |q|^2 + |g|^2 - 2 q.g."""
-        _, matrix, norms = gallery
+        matrix, norms = gallery[1], gallery[2]
         queries = queries.astype(np.float32)
         return (np.einsum("ij,ij->i", queries, queries)[:, None] + norms[None, :]
                 - 2.0 * (queries @ matrix.T))
+
+    def distance_to(self, descriptor, name: str) -> float:
+        """Distance (float64) from one descriptor (128,) to the nearest gallery sample of
+        ``name`` (``inf`` when the gallery holds none of that name)."""
+        gallery = self._gallery  # one consistent snapshot
+        rows = self._rows_of(gallery).get(name)
+        if rows is None:
+            return float("inf")
+        query = as_descriptors(descriptor)[0].astype(np.float64)
+        samples = gallery[1][rows].astype(np.float64)
+        return float(np.sqrt(np.einsum("ij,ij->i", samples - query, samples - query)).min())
+
+    def _rows_of(self, gallery) -> dict:
+        """{name: row indices} of ``gallery``, built once per gallery."""
+        cached = self._rows
+        if cached is not None and cached[0] is gallery:
+            return cached[1]
+        rows: dict = {}
+        for index, name in enumerate(gallery[0]):
+            rows.setdefault(name, []).append(index)
+        self._rows = (gallery, rows)
+        return rows
+
+    def _unvetoed(self, query, squared, gallery, threshold, index, distance):
+        """The nearest row whose name no negative example vetoes: ``(index, distance)``, or
+        ``(None, distance to the nearest row)`` when every name within threshold is vetoed.
+        A name is vetoed for ``query`` when one of its negative examples is as near as the
+        name's nearest sample, or nearer."""
+        names, matrix, vetoes = gallery[0], gallery[1], gallery[3]
+        rows = self._rows_of(gallery)
+        squared = np.array(squared, dtype=np.float64)  # a copy to mask
+        nearest = distance
+        while True:
+            name = names[index]
+            negatives = vetoes.get(name)
+            if negatives is None:
+                return index, distance
+            if float(np.sqrt(((negatives - query) ** 2).sum(axis=1)).min()) > distance:
+                return index, distance  # (a tie vetoes: the negative example is newer)
+            squared[rows[name]] = np.inf
+            index = int(np.argmin(squared))
+            if not np.isfinite(squared[index]):
+                return None, nearest
+            distance = float(np.linalg.norm(matrix[index].astype(np.float64) - query))
+            if distance >= threshold:
+                return None, nearest
 
     def name_faces(self, faces: Sequence, threshold: Optional[float] = None) -> None:
         """Fill ``name``, ``distance`` and ``confidence`` of every face that has a descriptor
@@ -140,11 +212,18 @@ class Matcher:
         names = gallery[0]
         if not names:
             return [Match("", float("inf"), 0.0) for _ in range(queries.shape[0])]
-        nearest = np.argmin(self._squared(queries, gallery), axis=1)
-        matrix = gallery[1]
+        squared = self._squared(queries, gallery)
+        nearest = np.argmin(squared, axis=1)
+        matrix, vetoes = gallery[1], gallery[3]
         result = []
         for row, index in enumerate(nearest):
             distance = float(np.linalg.norm(matrix[index].astype(np.float64) - queries[row]))
+            if vetoes and names[index] in vetoes and distance < threshold:
+                index, distance = self._unvetoed(queries[row], squared[row], gallery,
+                                                 threshold, index, distance)
+                if index is None:
+                    result.append(Match("", distance, 0.0))
+                    continue
             known = distance < threshold
             result.append(Match(names[index] if known else "", distance,
                                 confidence(distance, threshold)))

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from ..core.embed import DESCRIPTOR_SIZE, prepare_chips
-from ..core.models import ModelError, ModelPaths
+from ..core.models import ModelError, ModelPaths, check_model_file
 from .net import DlibNet
 from .reader import DlibFormatError
 
@@ -59,11 +59,17 @@ class OpenCVEmbedder:
         """Load (parse, convert) the network now; raises ModelError if that fails."""
         self._get_net()
 
+    @property
+    def _raw(self) -> Optional[DlibNet]:
+        """The loaded network or None (as the dlib stages' ``_raw``; shared with copies)."""
+        return self._net
+
     def _get_net(self) -> DlibNet:
         if self._net is None:
             with self._load_lock:
                 if self._net is None:
                     path = ModelPaths(recognition=self.model_path).resolve("recognition")
+                    check_model_file(path, "recognition")  # a missing file: say how to get it
                     try:
                         net = DlibNet(path, backend=self.backend, cache_dir=self.cache_dir)
                         desc = net.description

@@ -278,9 +278,9 @@ class Settings:
     # "opencv": cv2.imdecode, as the server decodes frames; "dlib": dlib.load_rgb_image
     # (libjpeg as built into dlib, what dlib's own LFW figures were measured with)
     decoder: str = "opencv"
-    # "dlib": dlib's ResNet (FaceConfig's default); "opencv": the same network on OpenCV DNN
-    # (the server's face.embedder default; descriptors equal dlib's to ~1e-6)
-    embedder: str = "dlib"
+    # "opencv" (the default, as FaceConfig's and the server's face.embedder): dlib's network
+    # file on OpenCV DNN, descriptors equal dlib's to ~1e-6; "dlib": dlib's own ResNet code
+    embedder: str = "opencv"
 
     def align_key(self) -> str:
         """Key of the detection + landmarks (shared by every jitter/flip variant)."""
@@ -289,13 +289,20 @@ class Settings:
                   "fallback": [round(v, 6) for v in self.fallback_box]}
         if self.decoder != "opencv":  # keeps the keys of earlier caches valid
             fields["decoder"] = self.decoder
-        if self.embedder != "dlib":
-            fields["embedder"] = self.embedder
+        if self.effective_embedder != "dlib":
+            fields["embedder"] = self.effective_embedder
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
+    @property
+    def effective_embedder(self) -> str:
+        """The embedder that runs: ``--backend dlib`` always runs dlib's own code."""
+        return "dlib" if self.backend == "dlib" else self.embedder
+
     def tag(self) -> str:
-        """Short variant name for file names and tables."""
+        """Short variant name for file names and tables. The OpenCV embedder is always named
+        ("-opencv-embedder"), so result files written before it became the default keep
+        their meaning."""
         parts = [self.detector] if self.backend == "core" else [self.backend, self.detector]
         if self.upsample:
             parts.append(f"up{self.upsample}")
@@ -307,8 +314,8 @@ class Settings:
             parts.append(f"chip{self.chip_size}-pad{self.padding:g}")
         if self.decoder != "opencv":
             parts.append(f"{self.decoder}-decoder")
-        if self.embedder != "dlib":
-            parts.append(f"{self.embedder}-embedder")
+        if self.effective_embedder != "dlib":
+            parts.append(f"{self.effective_embedder}-embedder")
         if tuple(self.fallback_box) != FALLBACK_BOX:
             parts.append("fallback-" + "-".join(f"{v:.3f}" for v in self.fallback_box))
         return "-".join(parts)
@@ -429,8 +436,8 @@ def dlib_stages(settings: Settings):
     a difference in the protocol."""
     import face_recognition_models as frm
 
-    if settings.detector != "hog" or settings.embedder != "dlib":
-        raise ValueError("--backend dlib supports only the hog detector and the dlib embedder")
+    if settings.detector != "hog":
+        raise ValueError("--backend dlib supports only the hog detector")
     return (_DlibHog(settings.upsample),
             _DlibAligner(frm.pose_predictor_five_point_model_location(), settings.chip_size,
                          settings.padding),

@@ -48,8 +48,12 @@ import numpy as np
 from . import sql
 
 #: Schema version (SQLite: ``PRAGMA user_version``; PostgreSQL: ``meta.schema_version``);
-#: bump on any schema change.
-SCHEMA_VERSION = 1
+#: bump on any schema change and add the migration (sql.py). 2: anonymous identities,
+#: negative examples, sightings. An older gallery is migrated when it is opened.
+SCHEMA_VERSION = 2
+#: Anonymous identities are named ``unknown-<n>``; n counts up and is never reused. Names of
+#: that form are reserved for them.
+ANONYMOUS_PREFIX = "unknown-"
 FORMAT_NAME = "facerec-gallery"
 DESCRIPTOR_SIZE = 128
 MAX_NAME_LENGTH = 64
@@ -106,6 +110,21 @@ class Sample:
     score: Optional[float] = None
     chip: Optional[bytes] = None
     source: Optional[str] = None
+
+
+@dataclass
+class GallerySnapshot:
+    """Everything a matcher needs, read in one transaction (see :meth:`Gallery.snapshot_all`).
+
+    ``known``, ``anonymous``, ``negatives``: ``(row names, (N, 128) float32)`` of known
+    people's samples, anonymous identities' samples, and negative examples ("this face is not
+    <name>") by the name they are not.
+    """
+
+    token: int
+    known: Tuple[List[str], np.ndarray]
+    anonymous: Tuple[List[str], np.ndarray]
+    negatives: Tuple[List[str], np.ndarray]
 
 
 def validate_name(name) -> str:
@@ -213,9 +232,26 @@ def check_generation(where: str, row) -> int:
     return value
 
 
+def is_anonymous_name(name) -> bool:
+    """True for names of the form ``unknown-<digits>`` (reserved for anonymous identities)."""
+    return (isinstance(name, str) and name.startswith(ANONYMOUS_PREFIX)
+            and name[len(ANONYMOUS_PREFIX):].isdigit())
+
+
+def validate_person_name(name) -> str:
+    """:func:`validate_name`, and not a name reserved for anonymous identities."""
+    validate_name(name)
+    if is_anonymous_name(name):
+        raise EnrollmentError(
+            f"{name!r} has the form of an anonymous identity's name ({ANONYMOUS_PREFIX}<n>); "
+            "give the person a real name")
+    return name
+
+
 def check_version(where: str, version: int) -> None:
-    """Raise GalleryError unless ``version`` is this facerec's ``SCHEMA_VERSION``."""
-    if version == SCHEMA_VERSION:
+    """Raise GalleryError unless this facerec can open a gallery of ``version``: its own
+    ``SCHEMA_VERSION``, or an older one it migrates (1 .. SCHEMA_VERSION - 1)."""
+    if 1 <= version <= SCHEMA_VERSION:
         return
     if version > SCHEMA_VERSION:
         raise GalleryError(
@@ -225,6 +261,15 @@ def check_version(where: str, version: int) -> None:
         f"{where} has gallery schema version {version}, older than this facerec's "
         f"({SCHEMA_VERSION}) and no migration exists; re-enroll into a new gallery. "
         "It was left untouched")
+
+
+def migrate_data(db, version: int) -> None:
+    """Data steps of the migration to ``version`` (after its statements, same transaction)."""
+    if version == 2:  # anonymous ids start above any unknown-<n> a v1 gallery holds
+        numbers = [int(row[0][len(ANONYMOUS_PREFIX):])
+                   for row in db.execute(sql.NAMES_LIKE_ANONYMOUS).fetchall()
+                   if is_anonymous_name(row[0])]
+        db.execute(sql.SET_ANONYMOUS_NEXT, (str(max(numbers, default=0) + 1),))
 
 
 def is_postgres_url(location) -> bool:
@@ -421,7 +466,7 @@ class Gallery:
         Raises :class:`EnrollmentError` (a ``ValueError``) for an invalid name, no samples or
         a malformed descriptor; nothing is written then.
         """
-        validate_name(name)
+        validate_person_name(name)
         source = str(source)
         rows = []
         for item in samples:
@@ -481,14 +526,203 @@ class Gallery:
             return removed
         return self._write(body)
 
+    # --- anonymous identities, names and corrections ----------------------------------------
+    def add_anonymous(self, samples: Iterable, seen_at: Optional[float] = None,
+                      max_identities: int = 0, source: str = "anonymous") -> str:
+        """Create a new anonymous identity ``unknown-<n>`` holding ``samples``; return its name.
+
+        ``n`` comes from a counter in the gallery and is never reused. With
+        ``max_identities`` > 0, the least recently seen anonymous identities are removed in
+        the same transaction so that at most that many remain.
+        """
+        rows = _sample_rows(samples, source, "a new anonymous identity")
+        now = time.time()
+        seen_at = now if seen_at is None else float(seen_at)
+
+        def body(db):
+            number = int(db.execute(sql.ANONYMOUS_NEXT).fetchone()[0])
+            name = f"{ANONYMOUS_PREFIX}{number}"
+            while db.execute(sql.PERSON_ID, (name,)).fetchone() is not None:
+                number += 1  # a person of a v1 gallery may hold the name
+                name = f"{ANONYMOUS_PREFIX}{number}"
+            db.execute(sql.SET_ANONYMOUS_NEXT, (str(number + 1),))
+            db.execute(sql.INSERT_ANONYMOUS, (name, now, seen_at))
+            person_id = db.execute(sql.PERSON_ID, (name,)).fetchone()[0]
+            _insert_samples(db, person_id, rows, now)
+            if max_identities > 0:
+                oldest = [row[0] for row in db.execute(sql.ANONYMOUS_OLDEST_FIRST).fetchall()
+                          if row[0] != person_id]
+                for victim in oldest[:max(0, len(oldest) + 1 - max_identities)]:
+                    db.execute(sql.DELETE_PERSON, (victim,))
+            return name
+        return self._write(body)
+
+    def add_anonymous_samples(self, name: str, samples: Iterable, max_samples: int = 0,
+                              seen_at: Optional[float] = None,
+                              source: str = "anonymous") -> int:
+        """Add ``samples`` to the anonymous identity ``name``; with ``max_samples`` > 0 its
+        oldest samples go so that at most that many remain. Returns the samples it holds.
+        Raises EnrollmentError when ``name`` is not an anonymous identity (any more)."""
+        rows = _sample_rows(samples, source, name)
+        now = time.time()
+        seen_at = now if seen_at is None else float(seen_at)
+
+        def body(db):
+            person_id = _anonymous_id(db, name)
+            _insert_samples(db, person_id, rows, now)
+            db.execute(sql.TOUCH_PERSON, (seen_at, person_id, seen_at))
+            ids = [row[0] for row in db.execute(sql.SAMPLE_IDS_OLDEST_FIRST,
+                                                (person_id,)).fetchall()]
+            if max_samples > 0:
+                for sample_id in ids[:max(0, len(ids) - max_samples)]:
+                    db.execute(sql.DELETE_SAMPLE, (sample_id,))
+                return min(len(ids), max_samples)
+            return len(ids)
+        return self._write(body)
+
+    def name_anonymous(self, anonymous_id: str, name: str) -> Tuple[int, bool]:
+        """Give the anonymous identity ``anonymous_id`` a name, in one transaction: it becomes
+        ``name``, or, when ``name`` is already a person, its samples (and negative examples
+        and sightings) are added to that person and it is removed.
+
+        Returns ``(samples the person now has, merged)``. Raises EnrollmentError for an
+        unknown or not anonymous ``anonymous_id`` or an invalid ``name``; nothing is written.
+        """
+        validate_person_name(name)
+
+        def body(db):
+            person_id = _anonymous_id(db, anonymous_id)
+            target = db.execute(sql.PERSON, (name,)).fetchone()
+            if target is None:
+                db.execute(sql.RENAME_PERSON, (name, 0, person_id))
+                merged = False
+            else:
+                _merge(db, person_id, target[0])
+                merged = True
+            return int(db.execute(sql.COUNT_OF, (name,)).fetchone()[0]), merged
+        return self._write(body)
+
+    def rename(self, name: str, new_name: str) -> int:
+        """Rename the person (or anonymous identity) ``name`` to ``new_name``, which must not
+        exist yet (to join two people use :meth:`merge`). The result is a known person.
+        Returns their sample count. Raises EnrollmentError; nothing is written then."""
+        validate_name(name)
+        validate_person_name(new_name)
+
+        def body(db):
+            row = db.execute(sql.PERSON, (name,)).fetchone()
+            if row is None:
+                raise EnrollmentError(f"no person named {name!r} in the gallery")
+            if name != new_name and db.execute(sql.PERSON, (new_name,)).fetchone() is not None:
+                raise EnrollmentError(f"{new_name!r} is already in the gallery; merge {name!r} "
+                                      "into it instead")
+            db.execute(sql.RENAME_PERSON, (new_name, 0, row[0]))
+            return int(db.execute(sql.COUNT_OF, (new_name,)).fetchone()[0])
+        return self._write(body)
+
+    def merge(self, source: str, target: str) -> int:
+        """Move every sample, negative example and sighting of ``source`` to ``target`` and
+        remove ``source``, in one transaction; return ``target``'s sample count. Both must
+        exist (people or anonymous identities) and differ."""
+        validate_name(source)
+        validate_name(target)
+        if source == target:
+            raise EnrollmentError(f"cannot merge {source!r} into itself")
+
+        def body(db):
+            rows = [db.execute(sql.PERSON, (n,)).fetchone() for n in (source, target)]
+            for n, row in zip((source, target), rows):
+                if row is None:
+                    raise EnrollmentError(f"no person named {n!r} in the gallery")
+            _merge(db, rows[0][0], rows[1][0])
+            return int(db.execute(sql.COUNT_OF, (target,)).fetchone()[0])
+        return self._write(body)
+
+    def remove_sample(self, sample_id: int) -> str:
+        """Delete one sample by its id (see :meth:`samples`); a person left without samples
+        is removed too. Returns the name it belonged to; EnrollmentError for an unknown id."""
+        try:
+            sample_id = int(sample_id)
+        except (TypeError, ValueError):
+            raise EnrollmentError(f"a sample id is a whole number, got {sample_id!r}") from None
+
+        def body(db):
+            owner = db.execute(sql.SAMPLE_OWNER, (sample_id,)).fetchone()
+            if owner is None:
+                raise EnrollmentError(f"no sample with id {sample_id} in the gallery "
+                                      "(list them with samples NAME)")
+            db.execute(sql.DELETE_SAMPLE, (sample_id,))
+            if not db.execute(sql.SAMPLE_IDS_OLDEST_FIRST, (owner[0],)).fetchone():
+                db.execute(sql.DELETE_PERSON, (owner[0],))
+            return owner[1]
+        return self._write(body)
+
+    def add_negatives(self, name: str, descriptors: Iterable, source: str = "") -> int:
+        """Record that faces with ``descriptors`` are *not* ``name`` (negative examples):
+        a matcher then refuses ``name`` for a face nearer to one of them than to ``name``'s
+        own samples. Returns how many were added; ``name`` must exist."""
+        validate_name(name)
+        rows = [(_descriptor_blob(_as_sample(d).descriptor),) for d in descriptors]
+        if not rows:
+            raise EnrollmentError(f"no face given to mark as not {name!r}")
+
+        def body(db):
+            row = db.execute(sql.PERSON, (name,)).fetchone()
+            if row is None:
+                raise EnrollmentError(f"no person named {name!r} in the gallery")
+            now = time.time()
+            db.executemany(sql.INSERT_NEGATIVE, [(row[0], blob, now, str(source))
+                                                 for blob, in rows])
+            return len(rows)
+        return self._write(body)
+
+    def record_sightings(self, sightings: Iterable[Tuple[str, str, float, float, int]],
+                         max_rows: int = 0, retention: float = 0.0,
+                         now: Optional[float] = None) -> List[str]:
+        """Add ``(name, input, first_seen, last_seen, count)`` sightings (merged with the
+        stored row of that person and input: earliest first, latest last, counts added) and
+        update the people's last-seen times, in one transaction. Then the bounds: anonymous
+        identities not seen for ``retention`` seconds (> 0) are removed, and the sightings
+        table keeps its ``max_rows`` (> 0) most recent rows. Names no longer in the gallery
+        are skipped. Returns the anonymous identities removed."""
+        items = list(sightings)
+        now = time.time() if now is None else float(now)
+
+        def body(db):
+            for name, source, first, last, count in items:
+                person = db.execute(sql.PERSON, (name,)).fetchone()
+                if person is None:
+                    continue
+                _add_sighting(db, person[0], str(source), float(first), float(last),
+                              int(count))
+                db.execute(sql.TOUCH_PERSON, (float(last), person[0], float(last)))
+            removed = []
+            if retention > 0:
+                for row in db.execute(sql.ANONYMOUS_EXPIRED, (now - retention,)).fetchall():
+                    removed.append(row[0])
+                names = {}
+                for person_id in removed:
+                    names[person_id] = db.execute(sql.PERSON_NAME, (person_id,)).fetchone()[0]
+                    db.execute(sql.DELETE_PERSON, (person_id,))
+                removed = [names[p] for p in removed]
+            if max_rows > 0:
+                total = int(db.execute(sql.COUNT_SIGHTINGS).fetchone()[0])
+                if total > max_rows:
+                    ids = [row[0] for row in db.execute(sql.SIGHTINGS_OLDEST_FIRST).fetchall()]
+                    for sighting_id in ids[:total - max_rows]:
+                        db.execute(sql.DELETE_SIGHTING, (sighting_id,))
+            return removed
+        return self._write(body)
+
     # --- queries ------------------------------------------------------------------------------
     def people(self) -> List[Tuple[str, int]]:
-        """``[(name, sample_count), ...]`` sorted by name (code point order)."""
+        """``[(name, sample_count), ...]`` of the known people (not the anonymous
+        identities: see :meth:`anonymous`), sorted by name (code point order)."""
         return self._read(lambda db: [(row[0], int(row[1]))
                                       for row in db.execute(sql.PEOPLE).fetchall()])
 
     def count(self, name: Optional[str] = None) -> int:
-        """Number of samples of ``name`` (0 if unknown), or of the whole gallery."""
+        """Number of samples of ``name`` (0 if unknown), or of all known people."""
         if name is None:
             return self._read(lambda db: int(db.execute(sql.COUNT_ALL).fetchone()[0]))
         return self._read(lambda db: int(db.execute(sql.COUNT_OF, (name,)).fetchone()[0]))
@@ -499,6 +733,41 @@ class Gallery:
             rows = db.execute(sql.SOURCES, (len(prefix), prefix)).fetchall()
             return {source: (name, int(count)) for source, name, count in rows}
         return self._read(body)
+
+    def anonymous(self) -> List[dict]:
+        """The anonymous identities, oldest first: ``[{"name", "samples", "created_at",
+        "last_seen"}]`` (times in Unix seconds; last_seen None when never recorded)."""
+        return self._read(lambda db: [
+            {"name": row[0], "samples": int(row[1]), "created_at": row[2], "last_seen": row[3]}
+            for row in db.execute(sql.ANONYMOUS).fetchall()])
+
+    def samples(self, name: str) -> List[dict]:
+        """``[{"id", "created_at", "source", "score"}]`` of ``name``'s samples, oldest first
+        (the ids :meth:`remove_sample` takes)."""
+        return self._read(lambda db: [
+            {"id": int(row[0]), "created_at": row[1], "source": row[2],
+             "score": None if row[3] is None or not math.isfinite(row[3]) else row[3]}
+            for row in db.execute(sql.SAMPLES_OF, (name,)).fetchall()])
+
+    def sightings(self, name: str = "", source: str = "") -> List[dict]:
+        """Who was seen where: ``[{"name", "anonymous", "input", "first_seen", "last_seen",
+        "count"}]``, most recent first; ``name`` / ``source`` (an input) filter when given.
+        ``count`` is the number of separate visits (face tracks)."""
+        name, source = str(name or ""), str(source or "")
+        return self._read(lambda db: [
+            {"name": row[0], "anonymous": bool(row[1]), "input": row[2],
+             "first_seen": row[3], "last_seen": row[4], "count": int(row[5])}
+            for row in db.execute(sql.SIGHTINGS, (name, name, source, source)).fetchall()])
+
+    def snapshot_all(self) -> GallerySnapshot:
+        """Known samples, anonymous identities' samples and negative examples with the change
+        token, read in one consistent transaction (usable rows only, see the module
+        docstring)."""
+        token, parts = self._read(lambda db: (self._token(db), [
+            _matrix_of(db.execute(query).fetchall())
+            for query in (sql.MATRIX, sql.ANONYMOUS_MATRIX, sql.NEGATIVES_MATRIX)]))
+        self._report(token, [problem for _, _, problems in parts for problem in problems])
+        return GallerySnapshot(token, *[(names, matrix) for names, matrix, _ in parts])
 
     def matrix(self) -> Tuple[List[str], np.ndarray]:
         """``(row_names, descriptors)``: one row per usable sample, descriptors (N, 128)
@@ -535,12 +804,14 @@ class Gallery:
         """The whole gallery as a JSON-serialisable dict (chips are not exported).
 
         ``{"format", "schema_version", "exported_at", "path", "people": [{"name", "created_at",
-        "samples": [{"id", "created_at", "source", "score", "descriptor"?}]}]}`` with
+        "anonymous", "last_seen", "samples": [{"id", "created_at", "source", "score",
+        "descriptor"?}]}]}`` with
         descriptors as lists of 128 floats when ``descriptors`` is true; times are Unix seconds.
         """
         def body(db):
             people = []
-            for person_id, name, created in db.execute(sql.EXPORT_PEOPLE).fetchall():
+            for person_id, name, created, anonymous, last_seen in db.execute(
+                    sql.EXPORT_PEOPLE).fetchall():
                 samples = []
                 for sample_id, blob, sample_created, source, score in db.execute(
                         sql.EXPORT_SAMPLES, (person_id,)).fetchall():
@@ -552,7 +823,8 @@ class Gallery:
                         entry["descriptor"] = [
                             float(v) for v in np.frombuffer(bytes(blob), dtype="<f4")]
                     samples.append(entry)
-                people.append({"name": name, "created_at": created, "samples": samples})
+                people.append({"name": name, "created_at": created, "samples": samples,
+                               "anonymous": bool(anonymous), "last_seen": last_seen})
             return {"format": FORMAT_NAME, "schema_version": SCHEMA_VERSION,
                     "exported_at": time.time(), "path": self.path, "people": people}
         return self._read(body)
@@ -585,3 +857,56 @@ def _check_conflicts(db, name, rows, threshold) -> None:
                 f"{distances[best]:.3f} < threshold {threshold:.2f}); refusing to enroll "
                 f"it as {name!r}. Use force to enroll anyway", index, names[best],
                 float(distances[best]))
+
+
+def _sample_rows(samples: Iterable, source: str, what: str) -> list:
+    """(blob, score, chip, source) rows of ``samples``; EnrollmentError when malformed/none."""
+    rows = []
+    for item in samples:
+        sample = _as_sample(item)
+        score = None if sample.score is None else float(sample.score)
+        chip = None if sample.chip is None else bytes(sample.chip)
+        own = str(source) if sample.source is None else str(sample.source)
+        rows.append((_descriptor_blob(sample.descriptor), score, chip, own))
+    if not rows:
+        raise EnrollmentError(f"no samples to add for {what}")
+    return rows
+
+
+def _insert_samples(db, person_id, rows, now) -> None:
+    db.executemany(sql.INSERT_SAMPLE, [(person_id, blob, now, own, score, chip)
+                                       for blob, score, chip, own in rows])
+
+
+def _anonymous_id(db, name: str) -> int:
+    """The row id of the anonymous identity ``name``; EnrollmentError when there is none."""
+    row = db.execute(sql.PERSON, (name,)).fetchone()
+    if row is None:
+        raise EnrollmentError(f"no anonymous identity {name!r} in the gallery (list them with "
+                              "`facerec-enroll anonymous`)")
+    if not row[1]:
+        raise EnrollmentError(f"{name!r} is a known person, not an anonymous identity")
+    return row[0]
+
+
+def _add_sighting(db, person_id, source, first, last, count) -> None:
+    row = db.execute(sql.SIGHTING, (person_id, source)).fetchone()
+    if row is None:
+        db.execute(sql.INSERT_SIGHTING, (person_id, source, first, last, count))
+    else:
+        db.execute(sql.UPDATE_SIGHTING, (min(first, row[1]), max(last, row[2]),
+                                         int(row[3]) + count, row[0]))
+
+
+def _merge(db, source_id, target_id) -> None:
+    """Samples, negative examples and sightings of ``source_id`` to ``target_id``; the
+    source row is removed (the caller's transaction)."""
+    db.execute(sql.MOVE_SAMPLES, (target_id, source_id))
+    db.execute(sql.MOVE_NEGATIVES, (target_id, source_id))
+    for source, first, last, count in db.execute(sql.SIGHTINGS_OF, (source_id,)).fetchall():
+        _add_sighting(db, target_id, source, first, last, int(count))
+    seen = db.execute(sql.PERSON_LAST_SEEN, (source_id,)).fetchone()[0]
+    if seen is not None:
+        db.execute(sql.TOUCH_PERSON, (seen, target_id, seen))
+    db.execute(sql.DELETE_PERSON_SIGHTINGS, (source_id,))
+    db.execute(sql.DELETE_PERSON, (source_id,))

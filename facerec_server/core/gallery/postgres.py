@@ -7,7 +7,8 @@ URL: users only ever see the URL without its password). Design points:
 
 * **Same tables and statements as SQLite** (:mod:`.sql`), in their own schema ``facerec``,
   created on first use in one transaction under an advisory lock (several servers may start
-  at once). A database whose ``facerec`` schema is not a facerec gallery, or holds another
+  at once); an older schema version is migrated there, in the same transaction. A database
+  whose ``facerec`` schema is not a facerec gallery, or holds another
   schema version, is refused and left untouched.
 * **Every change is one transaction**: it starts by incrementing ``meta.generation``, whose
   row lock serialises writers (so the check against other people's samples sees every
@@ -37,7 +38,7 @@ import psycopg.conninfo
 
 from . import sql
 from .base import (FORMAT_NAME, SCHEMA_VERSION, ChangeWatch, Gallery, GalleryError,
-                   GalleryUnavailable, check_generation, check_version)
+                   GalleryUnavailable, check_generation, check_version, migrate_data)
 
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 5.0
@@ -169,12 +170,22 @@ class PostgresGallery(Gallery):
                                        "database") from None
                 check_version(where, version)
                 check_generation(where, db.execute(sql.GENERATION).fetchone())
+                for step in range(version + 1, SCHEMA_VERSION + 1):  # migrate, same transaction
+                    for statement in sql.POSTGRES_MIGRATIONS[step]:
+                        db.execute(statement)
+                    migrate_data(db, step)
+                if version < SCHEMA_VERSION:
+                    db.execute(sql.PG_SET_SCHEMA_VERSION, (str(SCHEMA_VERSION),))
+                    db.execute(sql.BUMP_GENERATION)
             else:
                 for statement in sql.POSTGRES_SCHEMA:
                     db.execute(statement)
                 db.executemany(sql.INSERT_META, [
                     ("format", FORMAT_NAME), ("schema_version", str(SCHEMA_VERSION)),
                     ("created_at", repr(time.time())), ("generation", "0")])
+                for step in range(2, SCHEMA_VERSION + 1):
+                    for statement in sql.POSTGRES_MIGRATIONS[step]:
+                        db.execute(statement)
             db.execute("COMMIT")
         except BaseException as error:
             try:

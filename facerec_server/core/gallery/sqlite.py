@@ -12,6 +12,8 @@ The file is shared by the server node (several threads) and the ``facerec-enroll
   frames are in the OS page cache) but may lose the last transactions on power loss, which
   happens on battery robots. Writes are rare here (enrollment), so one fsync per commit
   costs nothing that matters.
+* **Migrated when opened.** A gallery of an older schema version (1: before anonymous
+  identities) is brought to ``SCHEMA_VERSION`` in one transaction when it is opened.
 * **Identified and versioned.** New files carry ``PRAGMA application_id`` = ``APPLICATION_ID``
   and ``PRAGMA user_version`` = ``SCHEMA_VERSION`` (plus a ``meta`` row ``format``). A foreign
   SQLite file, a non-SQLite file or another schema version raises :class:`GalleryError`;
@@ -34,7 +36,7 @@ from typing import Optional
 from .. import files
 from . import sql
 from .base import (DEFAULT_PATH, FORMAT_NAME, SCHEMA_VERSION, Gallery, GalleryError,
-                   check_generation, check_version)
+                   check_generation, check_version, migrate_data)
 
 #: ``PRAGMA application_id`` of a facerec gallery ('FRGL').
 APPLICATION_ID = 0x4652474C
@@ -102,6 +104,8 @@ class SQLiteGallery(Gallery):
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             check_version(self.path, version)
+            if version < SCHEMA_VERSION:
+                self._migrate(conn)
             row = conn.execute(sql.META_VALUE, ("format",)).fetchone()
             if row is None or row[0] != FORMAT_NAME:
                 raise GalleryError(f"{self.path} is not a facerec gallery (no format row)")
@@ -151,6 +155,9 @@ class SQLiteGallery(Gallery):
                 conn.executemany(sql.INSERT_META, [
                     ("format", FORMAT_NAME), ("created_at", repr(time.time())),
                     ("generation", "0")])
+                for version in range(2, SCHEMA_VERSION + 1):
+                    for statement in sql.SQLITE_MIGRATIONS[version]:
+                        conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -169,6 +176,24 @@ class SQLiteGallery(Gallery):
             for leftover in (temp, temp + "-wal", temp + "-shm"):
                 if os.path.exists(leftover):
                     os.unlink(leftover)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring an older gallery to ``SCHEMA_VERSION`` in one transaction (nothing is lost;
+        a crash leaves the old version, which migrates on the next open)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process
+            for step in range(version + 1, SCHEMA_VERSION + 1):           # may have done it
+                for statement in sql.SQLITE_MIGRATIONS[step]:
+                    conn.execute(statement)
+                migrate_data(conn, step)
+            if version < SCHEMA_VERSION:
+                conn.execute(sql.BUMP_GENERATION)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     # --- the backend hooks ----------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:

@@ -10,7 +10,9 @@ from .base import Gallery, GalleryError, log
 class GalleryMatcherSync:
     """Keeps a matcher's gallery matrix equal to the gallery's content.
 
-    ``matcher`` needs ``set_gallery(names, descriptors)`` (core.match.Matcher). It listens
+    ``matcher`` needs ``set_gallery(names, descriptors, negatives)`` (core.match.Matcher):
+    it gets the known people's samples and the negative examples. ``anonymous`` (optional,
+    another Matcher) gets the anonymous identities' samples. It listens
     through the gallery's :meth:`~facerec_server.core.gallery.base.Gallery.watch`:
 
     * **pushed** (PostgreSQL LISTEN/NOTIFY): the matcher is reloaded from the watch's thread
@@ -23,9 +25,10 @@ class GalleryMatcherSync:
     """
 
     def __init__(self, gallery: Gallery, matcher, min_interval: float = 0.5,
-                 clock=time.monotonic):
+                 clock=time.monotonic, anonymous=None):
         self.gallery = gallery
         self.matcher = matcher
+        self.anonymous = anonymous
         self._lock = threading.RLock()
         self.reloads = 0  # how many times the matcher was loaded
         self._failure = ""  # why the last polled check failed (logged once)
@@ -44,9 +47,11 @@ class GalleryMatcherSync:
 
     def _reload(self) -> None:
         with self._lock:
-            token, names, descriptors = self.gallery.snapshot()
-            self.matcher.set_gallery(names, descriptors)
-            self._watch.loaded(token)
+            snapshot = self.gallery.snapshot_all()
+            self.matcher.set_gallery(*snapshot.known, negatives=snapshot.negatives)
+            if self.anonymous is not None:
+                self.anonymous.set_gallery(*snapshot.anonymous)
+            self._watch.loaded(snapshot.token)
             self.reloads += 1
 
     def refresh(self, force: bool = False) -> bool:
