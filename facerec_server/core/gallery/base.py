@@ -41,7 +41,7 @@ import threading
 import time
 import unicodedata
 from dataclasses import dataclass
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -209,6 +209,13 @@ def _matrix_of(rows) -> Tuple[List[str], np.ndarray, List[str]]:
         return names, np.zeros((0, DESCRIPTOR_SIZE), dtype=np.float32), problems
     matrix = np.frombuffer(b"".join(blobs), dtype="<f4")
     return names, matrix.reshape(-1, DESCRIPTOR_SIZE).astype(np.float32), problems
+
+
+#: The unusable rows last warned about, per gallery (see Gallery._report); a few galleries
+#: per process at most, bounded all the same.
+_REPORTED: Dict[str, Tuple[str, ...]] = {}
+_REPORTED_LOCK = threading.Lock()
+_REPORTED_MAX = 64
 
 
 def check_generation(where: str, row) -> int:
@@ -783,14 +790,20 @@ class Gallery:
         return token, names, matrix
 
     def _report(self, token: int, problems: List[str]) -> None:
-        """Warn about unusable rows once per change (not on every read of the same data)."""
-        key = (token, tuple(problems))
-        if problems and key != getattr(self, "_reported", None):
+        """Warn about unusable rows once per gallery and set of problems: not on every read of
+        the same data, nor once per Gallery object of one process (the server opens several)."""
+        key = tuple(problems)
+        with _REPORTED_LOCK:
+            if _REPORTED.get(self.path, ()) == key:
+                return
+            if self.path not in _REPORTED and len(_REPORTED) >= _REPORTED_MAX:
+                _REPORTED.pop(next(iter(_REPORTED)))
+            _REPORTED[self.path] = key
+        if problems:
             log.warning("gallery %s: left out samples a matcher cannot use, written by "
                         "another program: %s; remove them with facerec-enroll forget <name> "
                         "(recognition goes on with the other samples)",
                         self.path, "; ".join(problems))
-        self._reported = key
 
     def _token(self, db) -> int:
         return check_generation(f"gallery {self.path}",
