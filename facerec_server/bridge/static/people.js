@@ -102,9 +102,13 @@ async function load() {
   $('anonymous-more').textContent = more > 0 ? `${more} more, seen longer ago, are not listed.` : '';
 }
 
-export function enter() {
+function refresh() {
   status('');
   load().catch((error) => status(error.message));
 }
+
+$('people-refresh').addEventListener('click', refresh);
+
+export function enter() { refresh(); }
 
 export function leave() {}
