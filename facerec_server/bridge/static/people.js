@@ -62,7 +62,7 @@ function stranger(identity, canName) {
   for (let i = 0; i < identity.chips; i += 1) {
     chips.append(element('img', { class: 'chip', src: chipURL(identity.name, i), alt: `${identity.name} ${i + 1}` }));
   }
-  if (!identity.chips) chips.append(element('p', { class: 'note', text: 'No face pictures stored (the server keeps descriptors only).' }));
+  if (!identity.chips) chips.append(element('p', { class: 'note', text: 'No face pictures stored with its samples.' }));
   const where = identity.inputs.length ? ` on ${identity.inputs.join(', ')}` : '';
   const name = element('input', { type: 'text', maxlength: '64', placeholder: 'who is this?', class: 'name-input', list: 'known-names' });
   const button = element('button', { class: 'name-button', text: 'Name' });
