@@ -422,28 +422,27 @@ class FhogDetector:
         n_det = len(self.banks)
         rows, cols = br - fr + 1, bc - fc + 1
         parts = self.threads
+        forward_done = []
         for b, (r0, c0) in enumerate(layout.blocks):
-            block = ws.canvas[:, r0:r0 + br, c0:c0 + bc]
-            spectra, products = ws.spectra[b], ws.products[b]
+            block, spectra = ws.canvas[:, r0:r0 + br, c0:c0 + bc], ws.spectra[b]
 
             def forward(lo, hi, block=block, spectra=spectra):
                 for p in range(lo, hi):
                     cv2.dft(block[p], dst=spectra[p])
 
-            def multiply(lo, hi, spectra=spectra, products=products):
-                ccs_product(spectra, re, im, ends, products, lo, hi)
-
-            def back(lo, hi, products=products, r0=r0, c0=c0):
+            forward_done += [tasks.add("dft_forward", lambda a=a, z=z, f=forward: f(a, z),
+                                       after) for a, z in _split(NUM_FEATURES, parts)]
+        # all blocks at once: each filter spectrum row is read once for all of them
+        mul = [tasks.add("spectra_products", lambda a=a, z=z: ccs_product(
+            ws.spectra, re, im, ends, ws.products, a, z), forward_done)
+            for a, z in _split(br, 2 * parts)]
+        for b, (r0, c0) in enumerate(layout.blocks):
+            def back(lo, hi, products=ws.products[b], r0=r0, c0=c0):
                 for d in range(lo, hi):
                     spatial = cv2.dft(products[d], flags=cv2.DFT_INVERSE
                                       | cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
                     ws.responses[d, r0:r0 + rows, c0:c0 + cols] = spatial[:rows, :cols]
 
-            fwd = [tasks.add("dft_forward", lambda a=a, z=z, f=forward: f(a, z), after)
-                   for a, z in _split(NUM_FEATURES, parts)]
-            mul = [tasks.add("spectra_products", lambda a=a, z=z, f=multiply: f(a, z),
-                             fwd)
-                   for a, z in _split(br, parts)]
             for a, z in _split(n_det, parts):
                 tasks.add("dft_inverse", lambda a=a, z=z, f=back: f(a, z), mul)
 

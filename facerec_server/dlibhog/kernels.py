@@ -308,17 +308,21 @@ def fhog_rows(img, cell, bins, y0, y1, out, fy, fx):  # pragma: no cover - compi
 
 @njit(nogil=True, cache=True, fastmath={"contract"})
 def ccs_product(spectra, filt_re, filt_im, filt_ends, out, u0, u1):  # pragma: no cover
-    """``out[d] = sum_p spectra[p] * filter[d, p]`` (complex products) for the spectrum
-    rows [u0, u1), all arrays in OpenCV's CCS layout of an M x N real DFT (M, N even).
+    """``out[b, d] = sum_p spectra[b, p] * filter[d, p]`` (complex products) for the
+    spectrum rows [u0, u1) of every block b, all arrays in OpenCV's CCS layout of an M x N
+    real DFT (M, N even). The blocks are the inner loop: each filter spectrum row is read
+    from memory once for all of them.
 
-    ``spectra`` (P, M, N) float32: the feature planes' DFTs. ``filt_re``/``filt_im``
+    ``spectra`` (B, P, M, N) float32: the feature planes' DFTs. ``filt_re``/``filt_im``
     (M, D, P, N/2 - 1): real and imaginary parts of the (conjugated) filter spectra at the
     complex columns 1 .. N-2 (pairs); ``filt_ends`` (2, M, D, P): the packed real columns
-    0 and N-1 (real rows 0 and M-1, pairs of rows (2j-1, 2j) in between). ``out`` (D, M, N).
+    0 and N-1 (real rows 0 and M-1, pairs of rows (2j-1, 2j) in between). ``out``
+    (B, D, M, N).
     """
-    n_planes = spectra.shape[0]
-    m_rows = spectra.shape[1]
-    n_cols = spectra.shape[2]
+    n_blocks = spectra.shape[0]
+    n_planes = spectra.shape[1]
+    m_rows = spectra.shape[2]
+    n_cols = spectra.shape[3]
     n_det = filt_re.shape[1]
     half = filt_re.shape[3]
     xr = np.empty((n_planes, half), np.float32)
@@ -326,47 +330,50 @@ def ccs_product(spectra, filt_re, filt_im, filt_ends, out, u0, u1):  # pragma: n
     acc_r = np.empty(half, np.float32)
     acc_i = np.empty(half, np.float32)
     for u in range(u0, u1):
-        for p in range(n_planes):
-            x = spectra[p, u]
-            a = xr[p]
-            b = xi[p]
-            for k in range(half):
-                a[k] = x[2 * k + 1]
-                b[k] = x[2 * k + 2]
-        for d in range(n_det):
-            acc_r[:] = 0
-            acc_i[:] = 0
+        for blk in range(n_blocks):
+            sb = spectra[blk]
+            ob = out[blk]
             for p in range(n_planes):
-                fr = filt_re[u, d, p]
-                fi = filt_im[u, d, p]
+                x = sb[p, u]
                 a = xr[p]
                 b = xi[p]
                 for k in range(half):
-                    acc_r[k] += a[k] * fr[k] - b[k] * fi[k]
-                    acc_i[k] += a[k] * fi[k] + b[k] * fr[k]
-            o = out[d, u]
-            for k in range(half):
-                o[2 * k + 1] = acc_r[k]
-                o[2 * k + 2] = acc_i[k]
-        # the packed real columns: row u alone (rows 0, M-1) or the pair (u, u + 1)
-        for side in range(2):
-            c = 0 if side == 0 else n_cols - 1
-            if u == 0 or u == m_rows - 1:
-                for d in range(n_det):
-                    t = F32(0.0)
-                    for p in range(n_planes):
-                        t += spectra[p, u, c] * filt_ends[side, u, d, p]
-                    out[d, u, c] = t
-            elif u % 2 == 1:
-                for d in range(n_det):
-                    tr = F32(0.0)
-                    ti = F32(0.0)
-                    for p in range(n_planes):
-                        a_ = spectra[p, u, c]
-                        b_ = spectra[p, u + 1, c]
-                        fr_ = filt_ends[side, u, d, p]
-                        fi_ = filt_ends[side, u + 1, d, p]
-                        tr += a_ * fr_ - b_ * fi_
-                        ti += a_ * fi_ + b_ * fr_
-                    out[d, u, c] = tr
-                    out[d, u + 1, c] = ti
+                    a[k] = x[2 * k + 1]
+                    b[k] = x[2 * k + 2]
+            for d in range(n_det):
+                acc_r[:] = 0
+                acc_i[:] = 0
+                for p in range(n_planes):
+                    fr = filt_re[u, d, p]
+                    fi = filt_im[u, d, p]
+                    a = xr[p]
+                    b = xi[p]
+                    for k in range(half):
+                        acc_r[k] += a[k] * fr[k] - b[k] * fi[k]
+                        acc_i[k] += a[k] * fi[k] + b[k] * fr[k]
+                o = ob[d, u]
+                for k in range(half):
+                    o[2 * k + 1] = acc_r[k]
+                    o[2 * k + 2] = acc_i[k]
+            # the packed real columns: row u alone (rows 0, M-1) or the pair (u, u + 1)
+            for side in range(2):
+                c = 0 if side == 0 else n_cols - 1
+                if u == 0 or u == m_rows - 1:
+                    for d in range(n_det):
+                        t = F32(0.0)
+                        for p in range(n_planes):
+                            t += sb[p, u, c] * filt_ends[side, u, d, p]
+                        ob[d, u, c] = t
+                elif u % 2 == 1:
+                    for d in range(n_det):
+                        tr = F32(0.0)
+                        ti = F32(0.0)
+                        for p in range(n_planes):
+                            a_ = sb[p, u, c]
+                            b_ = sb[p, u + 1, c]
+                            fr_ = filt_ends[side, u, d, p]
+                            fi_ = filt_ends[side, u + 1, d, p]
+                            tr += a_ * fr_ - b_ * fi_
+                            ti += a_ * fi_ + b_ * fr_
+                        ob[d, u, c] = tr
+                        ob[d, u + 1, c] = ti
