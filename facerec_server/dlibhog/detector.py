@@ -499,8 +499,11 @@ class FhogDetector:
         found: List[list] = []
         lm = layout.level_map
         for d, b in enumerate(self.thresholds):
-            rr, cc = np.nonzero((responses[d] >= np.float64(b + adjust_threshold))
-                                & (lm >= 0))
+            limit = np.float64(b + adjust_threshold)
+            if float(responses[d].max()) < limit:  # most frames: nothing reaches it
+                found.append([])
+                continue
+            rr, cc = np.nonzero((responses[d] >= limit) & (lm >= 0))
             level = lm[rr, cc].astype(np.int64)
             r = rr - layout.corners[level, 0] + fr // 2
             c = cc - layout.corners[level, 1] + fc // 2
