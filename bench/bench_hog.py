@@ -7,12 +7,14 @@ other on the same frame, their order alternating between repetitions. Frames per
 (medians) and ratios. Then the same with the whole process pinned to one CPU
 (``os.sched_setaffinity``, like ``taskset -c 0``): the single-core figure.
 
-Profile: the CPU time of each stage of ours on one thread, and dlib's CPU time.
+Profile: the CPU time of each stage of ours on one thread
+(``FhogDetector.profile``), and dlib's CPU time.
 
-Equality: every LFW image (``--lfw``, default the shared dataset; ``--lfw-step`` to sample)
-and the registry faces at upsample 0 and 1, and a HOG object detector trained here on
-synthetic scenes (upsample 0 and 1, also with a lowered threshold): images whose detections
-(rectangles, weight vectors, order) are identical to dlib's, and the largest score difference.
+Equality: every LFW image (``--lfw``, default ``$FACEREC_LFW`` or the shared dataset;
+``--lfw-step`` to sample) and the registry faces at upsample 0 and 1, and a HOG object
+detector trained here on synthetic scenes (upsample 0 and 1, also with a lowered
+threshold): images whose detections (rectangles, weight vectors, order) are identical to
+dlib's, and the largest score difference.
 
 Prints tables and writes JSON (default bench/results/hog.json) with the command, the date,
 the machine and its load average. The machine is shared: compare ratios, not absolute times.
@@ -43,8 +45,7 @@ from facerec_server.dlibhog import FhogDetector, frontal_face_model, read_svm  #
 from facerec_server.tools.make_test_detector import (  # noqa: E402
     bullseye_scene, train_bullseye_detector)
 from facerec_server.tools.registry_faces import astronaut_path, messi_path  # noqa: E402
-
-LFW = pathlib.Path("/work/shared/datasets/lfw")
+from lfw_descriptors import default_lfw  # noqa: E402  (bench/: $FACEREC_LFW or ../shared)
 
 
 def rgb(path) -> np.ndarray:
@@ -138,21 +139,10 @@ def cpu_time(fn, *args) -> float:
 
 
 def profile(engine, frame, upsample, reps):
-    """CPU ms (medians) of the stages of one detection on the calling thread."""
-    from facerec_server.dlibhog.pyramid import pyramid_up
-    image = frame
-    for _ in range(upsample):
-        image = pyramid_up(image)
-    layout = engine.layout(image.shape[0], image.shape[1])
-    canvas = engine.features(layout, image)
-    parts = {"pyramid_up": lambda: [pyramid_up(frame) for _ in range(upsample)],
-             "pyramid_and_fhog": lambda: engine.features(layout, image),
-             "filter_responses_fft": lambda: engine.responses(layout, canvas),
-             "total": lambda: engine.detect(frame, upsample)}
-    out = {name: statistics.median(cpu_time(fn) for _ in range(reps))
-           for name, fn in parts.items()}
-    out["thresholds_rectangles_nms"] = out["total"] - sum(
-        v for k, v in out.items() if k != "total")
+    """CPU ms (medians) of the stages of one detection on one thread, and their total."""
+    runs = [engine.profile(frame, upsample)[1] for _ in range(reps)]
+    out = {stage: statistics.median(run.get(stage, 0.0) for run in runs) for stage in runs[0]}
+    out["total"] = statistics.median(sum(run.values()) for run in runs)
     return out
 
 
@@ -244,7 +234,7 @@ def trained_model(dlib):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=9, help="timed runs per frame and side")
-    parser.add_argument("--lfw", default=str(LFW))
+    parser.add_argument("--lfw", default=str(default_lfw()))
     parser.add_argument("--lfw-step", type=int, default=1, help="every n-th LFW image")
     parser.add_argument("--workers", type=int, default=2,
                         help="processes for the LFW equality (each runs both detectors)")

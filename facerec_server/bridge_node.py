@@ -66,7 +66,8 @@ from facerec_server.bridge.board import Board
 from facerec_server.bridge.config import AUTH_MODES
 from facerec_server.bridge.web import GalleryAccess, WebApp
 from facerec_server.bridge.protocol import sanitize_name
-from facerec_server.core import face_workers
+from facerec_server.core import face_crops, face_workers
+from facerec_server.core.anonymous import Strangers
 from facerec_server.core.enroll import Enroller
 from facerec_server.core.gallery import Gallery, GalleryError, GalleryMatcherSync
 from facerec_server.core.images import ImageDecodeError, decode_image
@@ -128,11 +129,9 @@ BRIDGE_SPECS = (
                      read_only=True),
 )
 
-# Server parameters that mean nothing here (no subscriptions, no overlays, no reference file;
-# anonymous identities and sightings are made by the server's tracks only).
+# Server parameters that mean nothing here (no subscriptions, no overlays, no reference file).
 _SERVER_ONLY = {"image_topics", "image_reliability", "max_frame_age", "input_timeout",
-                "annotated.jpeg_quality", "gallery.reference_file"} | {
-    s.name for s in params.SPECS if s.name.startswith(("anonymous.", "sightings."))}
+                "annotated.jpeg_quality", "gallery.reference_file"}
 # ROS4HRI has one humans/faces/tracked list per namespace: the server's by default (both nodes
 # run in one namespace in the launch files), the bridge's clients' faces when switched on.
 _BRIDGE_DEFAULTS = {"outputs.hri": (False, "publish ROS4HRI (REP-155) faces of the clients "
@@ -166,6 +165,7 @@ class FacerecBridge(Node):
 
         self._model_paths = resolve_model_paths(self.settings)
         self._matcher = Matcher(self.settings.face.threshold)
+        self._anonymous = Matcher(self.settings.anonymous.threshold)  # anonymous identities
         try:
             self._start(config)
         except BaseException:
@@ -174,8 +174,12 @@ class FacerecBridge(Node):
 
     def _start(self, config: BridgeConfig) -> None:
         self.gallery = Gallery(self.settings.gallery_path)
-        self._sync = GalleryMatcherSync(self.gallery, self._matcher)
+        self._sync = GalleryMatcherSync(self.gallery, self._matcher, anonymous=self._anonymous)
         self._sync.refresh(force=True)
+        # the clients' strangers, as the server's inputs' (sightings: input = client name)
+        self._strangers = Strangers(self.gallery, self._anonymous, self.settings.anonymous,
+                                    after_write=lambda: self._sync.refresh(force=True),
+                                    log=self.get_logger().info)
         self._frame_timeout = float(self.get_parameter("bridge.frame_timeout").value)
         self._pool = face_workers.FaceWorkerPool(max(1, self.settings.workers or 1))
         self._pool.warmup(self.settings.face, self._model_paths)
@@ -184,7 +188,7 @@ class FacerecBridge(Node):
         self._frames: Dict[str, bytes] = {}  # client name -> frame being processed
         # face tracks per client name (a rename or a departure ends that client's tracks)
         self._trackers = TrackerSet(self.settings.tracking, capacity=config.max_clients,
-                                    on_end=self._outputs.track_ended)
+                                    on_end=self._track_ended)
         self._recognizer = None
         # client name -> its object scheduler; changed on the bridge's event loop thread only
         self._object_schedulers: Dict[str, ObjectScheduler] = {}
@@ -262,6 +266,9 @@ class FacerecBridge(Node):
         if hasattr(self, "_matcher"):  # after start-up
             self.settings, self._model_paths = settings, model_paths
             self._matcher.threshold = settings.face.threshold
+            self._anonymous.threshold = settings.anonymous.threshold
+            if getattr(self, "_strangers", None) is not None:
+                self._strangers.config = settings.anonymous
             if getattr(self, "_enroller", None) is not None:
                 self._enroller.config = settings.enroll_config()
             if hasattr(self, "_trackers"):
@@ -269,6 +276,12 @@ class FacerecBridge(Node):
             if hasattr(self, "_outputs"):
                 self._outputs.configure(settings.outputs)
         return SetParametersResult(successful=True)
+
+    def _track_ended(self, key: str, track) -> None:
+        """A client's face track ended (TrackerSet.on_end): its REP-155 face goes, and its
+        descriptors stay a while for a "not this person" correction."""
+        self._outputs.track_ended(key, track)
+        self._strangers.track_ended(track)
 
     # --- the processor (bridge worker threads) -----------------------------------------------
     def process(self, client_id: str, jpeg: bytes, client: ClientSettings):
@@ -285,10 +298,16 @@ class FacerecBridge(Node):
             if client.faces_enabled and settings.face_enabled:
                 tracker = self._trackers.get(client.name) if settings.tracking.enabled else None
                 self._sync.refresh()
+                now = time.time()
                 faces = self._pool.recognise(settings.face, model_paths, jpeg, "jpeg",
-                                             self._matcher, tracker, time.time(),
+                                             self._matcher, tracker, now,
                                              timeout=self._frame_timeout,
                                              max_pixels=settings.max_pixels).faces
+                if tracker is not None:  # anonymous identities and sightings
+                    frame = Frame(jpeg, "jpeg")
+                    self._strangers.observe(client.name, tracker, faces, now, chip=lambda face:
+                                            face_crops.chip_jpeg(frame.image(), face.box,
+                                                                 face.landmarks))
                 self._frames[client.name] = jpeg  # for _on_result (one frame per client)
         except ImageDecodeError as exc:
             raise UndecodableFrame(str(exc)) from None
@@ -447,6 +466,12 @@ class FacerecBridge(Node):
         pool, self._pool = getattr(self, "_pool", None), None
         if pool is not None:
             pool.shutdown()
+        strangers = getattr(self, "_strangers", None)
+        if strangers is not None:
+            try:
+                strangers.flush()  # the last sightings
+            except Exception as exc:  # noqa: B902 - shutting down; say why
+                print(f"[{NODE_NAME}] sightings not written at exit: {exc}", file=sys.stderr)
         gallery, self.gallery = getattr(self, "gallery", None), None
         if gallery is not None:
             gallery.close()

@@ -30,7 +30,7 @@ from facerec_msgs.srv import (Enroll, Forget, ListAnonymous, ListFaces, ListSamp
 from facerec_server import conversions, node_process, params
 from facerec_server.ecosystem_outputs import EcosystemOutputs, Frame
 from facerec_server.ros_params import declare
-from facerec_server.core import face_workers
+from facerec_server.core import face_crops, face_workers
 from facerec_server.core.anonymous import Strangers
 from facerec_server.core.enroll import Enroller
 from facerec_server.core.gallery import Gallery, GalleryError, GalleryMatcherSync
@@ -265,8 +265,11 @@ class FacerecServer(Node):
                                       throttle_duration_sec=5.0)
             return
         faces = result.faces
+        frame = Frame(data, msg.format)  # decoded here only for face pictures / crops
         if tracker is not None:  # anonymous identities and sightings (core.anonymous)
-            self._strangers.observe(entry.topic, tracker, faces, stamp)
+            self._strangers.observe(
+                entry.topic, tracker, faces, stamp,
+                chip=lambda face: face_crops.chip_jpeg(frame.image(), face.box, face.landmarks))
         entry.stats.count("full_detections", int(result.full_detection))
         entry.stats.count("faces_described",
                           len(faces) if result.described is None else result.described)
@@ -275,7 +278,7 @@ class FacerecServer(Node):
         elapsed = time.perf_counter() - start
         self._faces_pub.publish(conversions.face_array(
             msg.header, entry.topic, faces, elapsed, settings.publish_descriptors))
-        self._outputs.faces(msg.header, faces, Frame(data, msg.format))
+        self._outputs.faces(msg.header, faces, frame)
         latency = self._age(msg)
         entry.stats.count("processed")
         entry.stats.timing(elapsed, latency)

@@ -232,7 +232,8 @@ def recognise(graph: "Graph", data: bytes, fmt: str = "jpeg", node: str = "/face
     for one of those stamps arrives; return (the image message sent, the FaceArray)."""
     from facerec_msgs.msg import FaceArray
     from sensor_msgs.msg import CompressedImage
-    results = graph.subscribe(FaceArray, f"{node}/faces")
+    results = Collector()
+    sub = graph.node.create_subscription(FaceArray, f"{node}/faces", results, 10)
     pub = graph.publisher(CompressedImage, topic, 1)
     sent = {}
 
@@ -245,7 +246,8 @@ def recognise(graph: "Graph", data: bytes, fmt: str = "jpeg", node: str = "/face
         assert publish_until(graph, pub, make, results,
                              lambda msgs: any(_stamp_key(m) in sent for m in msgs),
                              timeout=timeout), f"no FaceArray from {node} came back"
-    finally:
+    finally:  # a test may call this hundreds of times on one node: nothing accumulates
         graph.node.destroy_publisher(pub)
+        graph.node.destroy_subscription(sub)
     got = next(m for m in results.messages if _stamp_key(m) in sent)
     return sent[_stamp_key(got)], got

@@ -18,6 +18,7 @@ import trustme
 from websockets.asyncio.client import connect
 
 from facerec_msgs.msg import FaceArray
+from facerec_server import ecosystem
 from rosutil import Collector, jpeg, start_node
 from test_bridge_node import _free_port, _wait_port
 from test_server_ecosystem import _MISSING, _key, _stamp_key, pytestmark  # noqa: F401
@@ -126,8 +127,16 @@ def test_client_faces_as_detections_annotations_and_rep155(bridge, graph, astron
             assert text.text.endswith(f"[{detection.id}]")
         checked += fid in lists[-1].ids
     assert checked >= 3
-    matches = got["matches"].messages
+    matches = [m for m in got["matches"].messages if m.id1 == fid]
     assert {(m.id1, m.id1_type, m.id2, m.id2_type) for m in matches} == {
         (fid, IdsMatch.FACE, "astronaut", IdsMatch.PERSON)}
     assert [m.confidence > 0.5 for m in matches[:-1]] == [True] * (len(matches) - 1)
     assert matches[-1].confidence == 0.0
+    # any other face (the false one, unknown) is matched only to the anonymous identity the
+    # bridge gave it (Face.anonymous_id, as the server does), and that match ends too
+    others = [m for m in got["matches"].messages if m.id1 != fid]
+    anonymous = {ecosystem.person_id(f.anonymous_id) for m in faces for f in m.faces
+                 if f.anonymous_id}
+    assert {m.id2 for m in others} <= anonymous
+    for other in {m.id1 for m in others}:
+        assert [m.confidence for m in others if m.id1 == other][-1] == 0.0

@@ -11,6 +11,7 @@ model so that command 4 replies come too.
 import json
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -109,6 +110,10 @@ def _run_client(bridge, *args, seconds: float = 120.0):
 
 def test_original_client_gets_only_json_and_its_person(bridge, graph):
     faces_topic = graph.subscribe(FaceArray, f"{NODE}/faces")
+    deadline = time.monotonic() + 30  # matched before the client's results are published
+    while graph.node.count_publishers(f"{NODE}/faces") < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
     received, sent, status, stderr = _run_client(
         bridge, "--name", "iot-door", "--send", "5:1", "--send", "6:2",
         "--until-tag", "astronaut")

@@ -110,6 +110,31 @@ def test_one_and_two_threads_agree(astronaut):
     assert one == two and len(one) > 2
 
 
+def test_fast_features_within_rounding_of_dlibs_order(astronaut, messi):
+    """The fast fhog kernel (votes summed per row first, bands of cell rows) against the
+    reference kernel in dlib's order of float32 operations: the same features up to
+    float32 rounding, and bands give the whole level's values."""
+    from facerec_server.dlibhog.fhog import BIN_TABLE, NUM_FEATURES, hog_size
+    from facerec_server.dlibhog.kernels import fhog_rows
+    from facerec_server.dlibhog.pyramid import planar
+    from facerec_server.dlibhog.reference import fhog_level
+    rng = np.random.default_rng(7)
+    images = [rgb_of(astronaut), rgb_of(messi)[:301, :417],
+              rng.integers(0, 256, (83, 127, 3), dtype=np.uint8), np.full((40, 48, 3), 9, np.uint8)]
+    for image in images:
+        rows, cols = hog_size(image.shape[0], image.shape[1], 8)
+        want = np.zeros((NUM_FEATURES, rows + 2, cols + 3), np.float64)
+        fhog_level(image, 8, BIN_TABLE, want, 1, 2)
+        whole = np.zeros(want.shape, np.float32)
+        fhog_rows(planar(image), 8, BIN_TABLE, 0, rows, whole, 1, 2)
+        bands = np.zeros(want.shape, np.float32)
+        for y0 in range(0, rows, 5):
+            fhog_rows(planar(image), 8, BIN_TABLE, y0, y0 + 5, bands, 1, 2)
+        assert np.array_equal(whole, bands)
+        assert np.abs(whole - want).max() <= 1e-6 * max(1.0, np.abs(want).max())
+        assert (whole != 0).sum() == (want != 0).sum()
+
+
 def test_resize_is_dlibs_bit_for_bit():
     rng = np.random.default_rng(5)
     for rows, cols in ((37, 51), (120, 161), (240, 320), (7, 9)):

@@ -10,6 +10,8 @@ naming, rename, merge, remove-sample and "this face is not X" change the next re
 import re
 import time
 
+import cv2
+import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage
 
@@ -156,6 +158,15 @@ def test_two_strangers_two_identities_same_on_another_input_and_after_restart(se
     with Gallery(server.gallery) as gallery:  # nobody was made a known person
         assert gallery.people() == []
         assert len(gallery.anonymous()) == 2
+        # each identity keeps pictures of its face (150x150 aligned chips, as enrollment
+        # stores them), so that a user can see whom to name (the web page's People view)
+        for identity in (astronaut, messi):
+            chips = gallery.chips(identity)
+            assert chips, identity
+            for chip in chips:
+                image = cv2.imdecode(np.frombuffer(chip, np.uint8), cv2.IMREAD_COLOR)
+                assert image is not None and image.shape == (150, 150, 3)
+                assert image.std() > 10  # a picture, not a blank
 
 
 def test_naming_renaming_merge_remove_sample_and_not_x(server):

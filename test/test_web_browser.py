@@ -6,6 +6,7 @@ facerec_bridge serving the pages, and a real facerec_camera + facerec_server pai
 topic the Cameras page must list next to the browser. Screenshots go to docs/screenshots/
 (the README shows them)."""
 import sqlite3
+import time
 
 import cv2
 import pytest
@@ -127,13 +128,81 @@ def test_live_page_shows_the_enrolled_name(site):
     browser.screenshot("live")
 
 
+def _strangers(gallery_path) -> list:
+    """Anonymous identities in the gallery file, read by SQLite directly."""
+    with sqlite3.connect(f"file:{gallery_path}?mode=ro", uri=True) as db:
+        return [row[0] for row in db.execute(
+            "SELECT name FROM people WHERE anonymous = 1 ORDER BY id")]
+
+
+def _card(browser, name) -> str:
+    """The text of the "Not introduced yet" card of ``name`` ('' when there is none)."""
+    return browser.js("const card = [...document.querySelectorAll('#anonymous-list .anonymous')]"
+                      ".find(c => c.dataset.name === arguments[0]);"
+                      "return card ? card.textContent : '';", name)
+
+
+def test_people_page_names_a_stranger(site, messi):
+    # the stranger on the ROS camera: the server gives it an anonymous identity (its tracks)
+    seen = _wait_for(lambda: _strangers(site["gallery"]), 90,
+                     "the server's anonymous identity of the ROS camera's stranger")
+    # a stranger with stored face chips (real descriptors and chips of messi5), as a gallery
+    # shared with other servers may hold
+    with Gallery(str(site["gallery"])) as gallery:
+        enroller = Enroller(gallery, FacePipeline(FaceConfig(upsample=1)))
+        big = cv2.resize(messi, None, fx=2.0, fy=2.0)
+        samples = [enroller.sample_from_image(image)[0] for image in (big, cv2.flip(big, 1))]
+        assert all(sample is not None and sample.chip for sample in samples)
+        stranger = gallery.add_anonymous(samples, source="test")
+    browser = _page(site, "people")
+    refresh = browser.driver.find_element("id", "people-refresh")
+
+    def listed():
+        refresh.click()
+        return browser.wait(lambda: _card(browser, stranger), 5, f"{stranger}'s card")
+    browser.wait(listed, 20, f"{stranger} under 'Not introduced yet'")
+    assert browser.js("return !document.getElementById('anonymous-section').hidden;")
+    browser.wait(lambda: browser.js(
+        "const card = [...document.querySelectorAll('#anonymous-list .anonymous')]"
+        ".find(c => c.dataset.name === arguments[0]);"
+        "const imgs = [...card.querySelectorAll('img.chip')];"
+        "return imgs.length === 2 && imgs.every(i => i.complete && i.naturalWidth === 150);",
+        stranger), 20, f"{stranger}'s two face chips")
+    assert "2 samples" in _card(browser, stranger)
+    # the server's own identity is listed with the input it was seen on (its sightings)
+    browser.wait(lambda: refresh.click() or "/camera/image/compressed" in _card(browser, seen[0]),
+                 30, f"{seen[0]} seen on the ROS camera's topic")
+    browser.screenshot("people")
+    # name it "bob" on the page: it is a known person with its chips, no longer a stranger
+    card = f'#anonymous-list .anonymous[data-name="{stranger}"]'
+    browser.driver.find_element("css selector", f"{card} .name-input").send_keys("bob")
+    browser.driver.find_element("css selector", f"{card} .name-button").click()
+    browser.wait(lambda: browser.text("people-status") == f"{stranger} is 'bob' now (2 samples)",
+                 15, "the naming message")
+    browser.wait(lambda: browser.js(
+        "const imgs = [...document.querySelectorAll('.person[data-name=\"bob\"] img.chip')];"
+        "return imgs.length === 2 && imgs.every(i => i.complete && i.naturalWidth === 150);"),
+        15, "bob among the known people with his chips")
+    assert not _card(browser, stranger)
+    assert "bob" in _people(site["gallery"]) and stranger not in _strangers(site["gallery"])
+
+
+def _wait_for(predicate, timeout, what, period=0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(period)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 def test_people_page_shows_chips_and_forgets(site):
     browser = _page(site, "people")
     browser.wait(lambda: browser.js(
         "const imgs = [...document.querySelectorAll('.person[data-name=\"eileen\"] img.chip')];"
         "return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth === 150);"), 20,
         "eileen's face chip")
-    browser.screenshot("people")
     # rename (the gallery's rename, issue 16), then forget under the new name
     assert not browser.js("return document.querySelector('.person[data-name=\"eileen\"] "
                           "button.rename').disabled;")
@@ -170,7 +239,7 @@ def test_enroll_adds_alice_from_the_camera_and_live_shows_alice(site):
                      ".map(e => e.textContent);")
     assert sum("added" in line for line in log) == 3, log
     browser.screenshot("enroll")
-    assert _people(site["gallery"]) == ["alice"]
+    assert _people(site["gallery"]) == ["alice", "bob"]  # bob: named on the People page
     browser = _page(site, "live")
     browser.wait(lambda: "alice" in _names(browser), 60, "'alice' on the Live page")
 

@@ -32,7 +32,8 @@ PROTECTED = [  # (method, target): every page, asset and API route
     ("GET", "/static/style.css"), ("GET", "/static/vendor/chart.umd.min.js"),
     ("GET", "/static/vendor/chart.js-LICENSE.md"), ("GET", "/api/session"),
     ("GET", "/api/people"), ("GET", "/api/people/chip?name=eileen&index=0"),
-    ("POST", "/api/people/forget"), ("POST", "/api/people/rename"), ("POST", "/api/enroll"),
+    ("POST", "/api/people/forget"), ("POST", "/api/people/rename"),
+    ("POST", "/api/people/name"), ("POST", "/api/enroll"),
     ("POST", "/api/enroll/frame?id=x"), ("POST", "/api/enroll/finish?id=x"),
     ("GET", "/api/cameras"), ("GET", "/api/cameras/frame?id=client:robot1"),
     ("GET", "/api/stats"), ("POST", "/logout"), ("GET", "/nothing-here"),
@@ -384,6 +385,89 @@ def test_people_forget_and_rename(web, messi):
             expect=400)
     web.api("POST", "/api/people/rename", {"name": "Eileen C", "new_name": "eileen"},
             cookie=session)
+
+
+def _strangers(web, messi):
+    """Two anonymous identities of messi5 (real descriptors and chips), as the server's tracks
+    would leave them in the shared gallery, the first one seen on a camera topic."""
+    with Gallery(web.gallery.path) as other:
+        enroller = Enroller(other, FacePipeline(FaceConfig(upsample=1)))
+        big = _scaled(messi, 2.0)
+        samples = [enroller.sample_from_image(image)[0]
+                   for image in (big, cv2.flip(big, 1), _scaled(messi, 2.6))]
+        assert all(s is not None and s.chip for s in samples)
+        first = other.add_anonymous(samples[:2], source="test")
+        second = other.add_anonymous(samples[2:], source="test")
+        now = time.time()
+        other.record_sightings([(first, "/camera/image/compressed", now - 5, now, 1)])
+    return first, second
+
+
+def test_people_lists_and_names_anonymous_identities(web, messi):
+    session = web.session()
+    first, second = _strangers(web, messi)
+    people = web.api("GET", "/api/people", cookie=session)
+    assert people["can_name"] is True and people["anonymous_total"] == 2
+    listed = {a["name"]: a for a in people["anonymous"]}
+    assert [a["name"] for a in people["anonymous"]] == [first, second]  # most recently seen
+    assert (listed[first]["samples"], listed[first]["chips"]) == (2, 2)
+    assert (listed[second]["samples"], listed[second]["chips"]) == (1, 1)
+    assert listed[first]["inputs"] == ["/camera/image/compressed"]
+    assert listed[second]["inputs"] == [] and listed[second]["last_seen"] > 0
+    assert first not in [p["name"] for p in people["people"]]  # not a known person
+    chip = web.api("GET", f"/api/people/chip?name={first}&index=1", cookie=session)
+    assert cv2.imdecode(np.frombuffer(chip, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (150, 150)
+    # a new name: the identity becomes that person (samples and chips kept)
+    named = web.api("POST", "/api/people/name", {"anonymous_id": first, "name": "bob"},
+                    cookie=session)
+    assert (named["name"], named["samples"], named["merged"]) == ("bob", 2, False)
+    assert named["message"] == f"{first} is 'bob' now (2 samples)"
+    people = web.api("GET", "/api/people", cookie=session)
+    assert {"name": "bob", "samples": 2, "chips": 2} in people["people"]
+    assert [a["name"] for a in people["anonymous"]] == [second]
+    assert "bob" in web.pipeline.matcher.names  # the bridge's matcher was reloaded
+    # the name of an existing person: the identity's samples join that person
+    named = web.api("POST", "/api/people/name", {"anonymous_id": second, "name": "bob"},
+                    cookie=session)
+    assert (named["samples"], named["merged"]) == (3, True)
+    people = web.api("GET", "/api/people", cookie=session)
+    assert {"name": "bob", "samples": 3, "chips": 3} in people["people"]
+    assert people["anonymous"] == [] and people["anonymous_total"] == 0
+    assert web.gallery.anonymous() == []
+    web.api("POST", "/api/people/forget", {"name": "bob"}, cookie=session)
+
+
+def test_naming_refuses_bad_input_and_strangers_to_the_site(web, messi):
+    session = web.session()
+    first, second = _strangers(web, messi)
+    before = web.gallery.export(descriptors=True)
+    refused = [  # (body, words the one-line error must hold)
+        ({"anonymous_id": first, "name": ""}, "empty"),
+        ({"anonymous_id": first, "name": "  bob"}, "white space"),
+        ({"anonymous_id": first, "name": "bo\nb"}, "control character"),
+        ({"anonymous_id": first, "name": "x" * 65}, "at most 64"),
+        ({"anonymous_id": first, "name": "unknown-999"}, "anonymous identity"),
+        ({"anonymous_id": first, "name": 7}, "'name' must be a string"),
+        ({"name": "bob"}, "'anonymous_id' must be a string"),
+        ({"anonymous_id": "unknown-999999", "name": "bob"}, "no anonymous identity"),
+        ({"anonymous_id": "eileen", "name": "bob"}, "is a known person"),
+    ]
+    for body, words in refused:
+        error = web.api("POST", "/api/people/name", body, cookie=session, expect=400)["error"]
+        assert words in error and "\n" not in error, (body, error)
+    assert web.api("POST", "/api/people/name", raw=b"[1, 2]", cookie=session,
+                   expect=400)["error"] == "the request body must be a JSON object"
+    # no credential, a wrong one, or another site's page: refused, nothing named
+    body = json.dumps({"anonymous_id": first, "name": "mallory"}).encode()
+    assert web.request("POST", "/api/people/name", body=body)[0] == 401
+    assert web.request("POST", "/api/people/name", body=body, cookie="made-up-session")[0] == 401
+    assert web.request("POST", "/api/people/name", body=body, cookie=session,
+                       headers={"Origin": "https://evil.example"})[0] == 403
+    assert web.api("GET", "/api/people", expect=200, cookie=session)["anonymous_total"] == 2
+    after = web.gallery.export(descriptors=True)
+    assert after["people"] == before["people"]  # nothing lost, nothing changed
+    for name in (first, second):
+        web.gallery.forget(name)
 
 
 def test_cameras_and_statistics_follow_a_bridge_client(web, astronaut):

@@ -17,10 +17,13 @@ Statistics views, files under ``/static/``). API (JSON unless noted):
 
 =====================================  ==========================================================
 ``GET  /api/session``                  who is logged in, the authentication mode
-``GET  /api/people``                   people, sample and chip counts, what the gallery supports
-``GET  /api/people/chip?name=&index=`` one stored face chip (JPEG)
+``GET  /api/people``                   people, sample and chip counts, what the gallery supports;
+                                       the anonymous identities (most recently seen first)
+``GET  /api/people/chip?name=&index=`` one stored face chip (JPEG) of a person or identity
 ``POST /api/people/forget``            ``{"name"}``: forget a person (the core's Gallery.forget)
 ``POST /api/people/rename``            ``{"name", "new_name"}``: needs a gallery with ``rename``
+``POST /api/people/name``              ``{"anonymous_id", "name"}``: name an anonymous identity
+                                       (Gallery.name_anonymous: a new person, or joins one)
 ``POST /api/enroll``                   ``{"name", "samples", "timeout", "kind"}``: a capture
 ``POST /api/enroll/frame?id=``         one JPEG frame or photo (body): ``{"result", ...}``
 ``POST /api/enroll/finish?id=``        write what was accepted (one transaction)
@@ -64,6 +67,8 @@ LOG = logging.getLogger("facerec.bridge.web")
 MAX_CAPTURES = 8
 CAPTURE_GRACE = 60.0  # seconds a finished capture waits for /finish before it is dropped
 MAX_CHIPS = 12  # chips per person the People page shows
+MAX_ANONYMOUS = 50  # anonymous identities the People page lists (the most recently seen)
+MAX_INPUTS = 3  # inputs listed per anonymous identity (where it was seen most recently)
 HTTP_CONNECTIONS = 64
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
          ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml",
@@ -95,6 +100,12 @@ class GalleryAccess:
     def can_rename(self) -> bool:
         # Hook for issue 16 (rename, anonymous identities): its gallery API adds rename().
         return callable(getattr(self.gallery, "rename", None))
+
+    @property
+    def can_name(self) -> bool:
+        """The gallery keeps anonymous identities (issue 16) and can name them."""
+        return all(callable(getattr(self.gallery, method, None))
+                   for method in ("anonymous", "name_anonymous", "sightings"))
 
 
 @dataclasses.dataclass
@@ -297,10 +308,33 @@ class WebApp:
             for name, samples in access.gallery.people():
                 people.append({"name": name, "samples": samples,
                                "chips": min(MAX_CHIPS, len(access.gallery.chips(name)))})
-            return people
-        people = await self._run(work)
+            anonymous, total = self._anonymous(access) if access.can_name else ([], 0)
+            return people, anonymous, total
+        people, anonymous, total = await self._run(work)
         return _json(200, {"people": people, "can_rename": access.can_rename,
-                           "anonymous": []})
+                           "can_name": access.can_name, "anonymous": anonymous,
+                           "anonymous_total": total})
+
+    @staticmethod
+    def _anonymous(access: GalleryAccess):
+        """(the MAX_ANONYMOUS most recently seen anonymous identities, how many there are):
+        name, samples, chips, created_at, last_seen (Unix seconds or None) and the inputs
+        it was seen on, most recent first (from the sightings)."""
+        gallery = access.gallery
+        identities = sorted(gallery.anonymous(), reverse=True,
+                            key=lambda a: a["last_seen"] or a["created_at"] or 0.0)
+        shown = identities[:MAX_ANONYMOUS]
+        inputs: Dict[str, list] = {}
+        if shown:
+            for sighting in gallery.sightings():  # most recent first, bounded by the gallery
+                if sighting["anonymous"]:
+                    seen = inputs.setdefault(sighting["name"], [])
+                    if len(seen) < MAX_INPUTS:
+                        seen.append(sighting["input"])
+        return [{"name": a["name"], "samples": a["samples"],
+                 "chips": min(MAX_CHIPS, len(gallery.chips(a["name"]))),
+                 "created_at": a["created_at"], "last_seen": a["last_seen"],
+                 "inputs": inputs.get(a["name"], [])} for a in shown], len(identities)
 
     async def api_chip(self, request, principal) -> Response:
         access = self._gallery()
@@ -329,6 +363,21 @@ class WebApp:
         await self._run(self._change, access, access.gallery.rename, name, new_name)
         LOG.info("web: %s renamed %r to %r", principal.name, name, new_name)
         return _json(200, {"name": new_name, "message": f"renamed {name!r} to {new_name!r}"})
+
+    async def api_name(self, request, principal) -> Response:
+        access = self._gallery()
+        if not access.can_name:
+            raise _Refused(501, "this gallery keeps no anonymous identities (it needs the "
+                                "gallery API of issue 16)")
+        anonymous_id, name = _body_field(request, "anonymous_id"), _body_field(request, "name")
+        samples, merged = await self._run(self._change, access, access.gallery.name_anonymous,
+                                          anonymous_id, name)
+        LOG.info("web: %s named %r %r (%s)", principal.name, anonymous_id, name,
+                 "joined the person" if merged else "a new person")
+        message = (f"{anonymous_id} joined {name!r} ({samples} samples now)" if merged
+                   else f"{anonymous_id} is {name!r} now ({samples} samples)")
+        return _json(200, {"anonymous_id": anonymous_id, "name": name, "samples": samples,
+                           "merged": merged, "message": message})
 
     def _change(self, access: GalleryAccess, function, *args):
         from facerec_server.core.gallery import EnrollmentError
@@ -449,6 +498,7 @@ _ROUTES = {
     ("GET", "/api/people/chip"): WebApp.api_chip,
     ("POST", "/api/people/forget"): WebApp.api_forget,
     ("POST", "/api/people/rename"): WebApp.api_rename,
+    ("POST", "/api/people/name"): WebApp.api_name,
     ("POST", "/api/enroll"): WebApp.api_enroll,
     ("POST", "/api/enroll/frame"): WebApp.api_enroll_frame,
     ("POST", "/api/enroll/finish"): WebApp.api_enroll_finish,

@@ -35,7 +35,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .checks import is_int, is_number
-from .gallery import GalleryError
+from .gallery import GalleryError, Sample
 from .match import confidence
 from .tracking import TRACK_CONFIRMED, Track
 from .types import Match
@@ -154,10 +154,14 @@ class Strangers:
         self._config = config.validate()
 
     # --- per frame ------------------------------------------------------------------------
-    def observe(self, source: str, tracker, faces, stamp: float) -> None:
+    def observe(self, source: str, tracker, faces, stamp: float,
+                chip: Optional[Callable[[object], Optional[bytes]]] = None) -> None:
         """Fill ``anonymous_id`` of the unknown faces of confirmed tracks (creating or
         growing identities in the gallery) and count the sightings of one frame of input
-        ``source`` (``faces`` from ``tracker.update``; ``stamp``: the frame's seconds)."""
+        ``source`` (``faces`` from ``tracker.update``; ``stamp``: the frame's seconds).
+        ``chip(face)``: the face's picture (JPEG bytes, or None), stored with the newest
+        sample an identity gets from this frame, so that people can see whom it holds; it
+        is called only when samples are written."""
         with self._lock:
             try:
                 for face in faces:
@@ -169,7 +173,8 @@ class Strangers:
                         seen.identity = ""
                         self._visit(seen, face.name, source, stamp)
                     elif self._config.enabled:
-                        identity = self._identity(track, seen, stamp)
+                        identity = self._identity(
+                            track, seen, stamp, (lambda f=face: chip(f)) if chip else None)
                         if identity:
                             face.anonymous_id = identity
                             face.anonymous_confidence = self._confidence(face, track, identity)
@@ -212,12 +217,13 @@ class Strangers:
             seen.counted += (name,)
             entry[2] += 1
 
-    def _identity(self, track: Track, seen: _Seen, stamp: float) -> str:
-        """The track's anonymous identity (assigned when it qualifies), or ''."""
+    def _identity(self, track: Track, seen: _Seen, stamp: float, chip=None) -> str:
+        """The track's anonymous identity (assigned when it qualifies), or ''. ``chip()``:
+        the picture stored with the newest sample written (see :meth:`observe`)."""
         if seen.identity and seen.identity in set(self.matcher.names):
             if track.described > seen.added:  # new descriptors: the identity learns them
                 try:
-                    self._grow(track, seen, stamp)
+                    self._grow(track, seen, stamp, chip=chip)
                 except ValueError:  # EnrollmentError: named or removed meanwhile
                     seen.identity = ""
                     return ""
@@ -232,10 +238,10 @@ class Strangers:
         try:
             if leader:
                 seen.identity = leader
-                self._grow(track, seen, stamp, good)
+                self._grow(track, seen, stamp, good, chip)
             else:
                 seen.identity = self.gallery.add_anonymous(
-                    good[-config.max_samples:], seen_at=stamp,
+                    _samples(good[-config.max_samples:], chip), seen_at=stamp,
                     max_identities=config.max_identities, source="track")
                 seen.added = track.described
                 self.created += 1
@@ -247,14 +253,15 @@ class Strangers:
         return seen.identity
 
     def _grow(self, track: Track, seen: _Seen, stamp: float,
-              good: Optional[np.ndarray] = None) -> None:
+              good: Optional[np.ndarray] = None, chip=None) -> None:
         """Add the track's descriptors taken since ``seen.added`` to its identity."""
         new = track.described - seen.added
         good = self._good(track, max(0, new)) if good is None else good
         seen.added = track.described
         if len(good) == 0:
             return
-        self.gallery.add_anonymous_samples(seen.identity, good, self._config.max_samples,
+        self.gallery.add_anonymous_samples(seen.identity, _samples(good, chip),
+                                           self._config.max_samples,
                                            seen_at=stamp, source="track")
         self._changed()
 
@@ -310,3 +317,11 @@ class Strangers:
     def _say(self, text: str) -> None:
         if self._log is not None:
             self._log(text)
+
+
+def _samples(descriptors: np.ndarray, chip=None) -> list:
+    """Gallery samples of ``descriptors``, the newest with the picture ``chip()`` gives."""
+    samples = [Sample(descriptor=d) for d in descriptors]
+    if samples and chip is not None:
+        samples[-1] = Sample(descriptor=descriptors[-1], chip=chip())
+    return samples

@@ -8,13 +8,15 @@ both are ``size`` x ``size`` (128 by default) BGR uint8 images.
 * :func:`aligned_face`: ``dlib.get_face_chip`` on the face's 5 landmarks, the recogniser's own
   alignment (the eyes on a horizontal line, the face centred and scaled), at ``size`` with
   ``padding`` (fraction of the face width added on each side; 0.25 as the descriptor chips).
+* :func:`chip_jpeg`: the aligned face as the gallery stores a sample's chip (150 x 150 JPEG,
+  as enrollment stores them), for samples the server takes itself (anonymous identities).
 
 Boxes are ``(left, top, right, bottom)`` pixels, right/bottom exclusive (see core.types);
 images are BGR. Nothing here reads files or models.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
@@ -51,3 +53,15 @@ def aligned_face(image_bgr: np.ndarray, box: Sequence[int], landmarks: np.ndarra
     chip = dlib.get_face_chip(rgb, shape_from_landmarks(box, landmarks), size=int(size),
                               padding=float(padding))
     return np.ascontiguousarray(chip[:, :, ::-1])
+
+
+def chip_jpeg(image_bgr: Optional[np.ndarray], box: Sequence[int],
+              landmarks: Optional[np.ndarray], size: int = 150,
+              quality: int = 90) -> Optional[bytes]:
+    """The aligned face as JPEG bytes (the gallery's chip of a sample), or None when there
+    is no image or no landmarks to align with."""
+    if image_bgr is None or landmarks is None or len(landmarks) == 0:
+        return None
+    chip = aligned_face(image_bgr, box, np.asarray(landmarks), size)
+    ok, buf = cv2.imencode(".jpg", chip, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return buf.tobytes() if ok else None

@@ -5,17 +5,20 @@ What ``fhog_object_detector.run(img, upsample_num_times, adjust_threshold)`` doe
 (``tools/python/src/simple_object_detector_py.h``, ``object_detector.h``,
 ``scan_fhog_pyramid.h``), and where it is done here:
 
-1. ``upsample`` times ``pyramid_up`` (:mod:`.pyramid`);
-2. the ``pyramid_down<6>`` levels down to the minimum layer size (:mod:`.pyramid`);
-3. fhog features of every level (:func:`.kernels.fhog_level`);
+1. ``upsample`` times ``pyramid_up`` (:mod:`.pyramid`, bit-exact);
+2. the ``pyramid_down<6>`` levels down to the minimum layer size (:mod:`.pyramid`,
+   bit-exact);
+3. fhog features of every level (:func:`.kernels.fhog_rows`: dlib's gradients, channel
+   choices, orientations and weights; the votes summed in another order, so the features
+   are dlib's up to float32 rounding, ~2e-7);
 4. per weight vector and level, the filter responses: the sum over the 31 planes of the
-   2-D correlation with the filter dlib applies (``apply_filters_to_fhog``: separable
-   components or the float32 filters, :func:`.model.filter_bank`), here by FFT: every
-   level's features are placed in one canvas (levels half a filter apart), transformed
-   with OpenCV's DFT (blocks of at most ``MAX_FFT`` cells), multiplied with the filters'
-   spectra and summed per frequency (one batched complex matrix product), transformed
-   back: the same sums as dlib's spatial filters, rounded differently (scores differ by
-   about 1e-6);
+   2-D correlation with the weight vector's filters. dlib filters in float32 in the spatial
+   domain (``apply_filters_to_fhog``: separable components or the full filters). Here
+   every level's features are placed in one float32 canvas (levels half a filter apart),
+   cut into FFT blocks, transformed with OpenCV's float32 DFT, multiplied with the
+   filters' spectra and summed over the planes per frequency
+   (:func:`.kernels.ccs_product`), transformed back: the same sums as dlib's, rounded
+   differently (responses within ~1e-6 of dlib's; the bench measures it on LFW);
 5. every position whose response is ``>= b + adjust_threshold`` is a detection scoring
    ``response - b``; its rectangle is the window mapped to image space
    (``fhog_to_image``, ``pyramid_down<6>::rect_up``, rounded);
@@ -24,31 +27,39 @@ What ``fhog_object_detector.run(img, upsample_num_times, adjust_threshold)`` doe
    ``test_box_overlap``;
 7. rectangles mapped back through the upsampling (``pyramid_down<2>::rect_down``).
 
-Steps 1-3 repeat dlib's arithmetic in dlib's order (bit-exact images and features). The
-pyramid levels' features, the forward transforms and the weight vectors' products run on
-``threads`` threads (the kernels and OpenCV release the GIL).
+Steps 1-4 run as a small task graph on ``threads`` threads (the calling thread and a pool;
+the kernels and OpenCV release the GIL): the resize chain, bands of fhog rows of the large
+levels (each band recomputes the two cell rows it shares with its neighbours), and per FFT
+block the forward transforms (split by planes), the products (split by spectrum rows) and
+the inverse transforms (split by weight vectors). Buffers are reused per image size
+(bounded caches).
 """
 from __future__ import annotations
 
+import heapq
+import math
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from ..dlibnet.mmod import _overlaps
+from ..dlibnet.resize import pyramid_up_size
 from .fhog import BIN_TABLE, NUM_FEATURES, hog_size
-from .kernels import fhog_level
+from .kernels import ccs_product, fhog_rows
 from .model import FhogModel, filter_bank
-from .pyramid import _round, level_count, level_sizes, pyramid_up, resize_plan
+from .pyramid import _round, level_count, level_sizes, planar, resize_plan
 
 IRect = Tuple[int, int, int, int]  # dlib rectangle: left, top, right, bottom (inclusive)
 Hit = Tuple[IRect, float, int]  # rectangle, score, weight vector index
 
 MAX_FFT = 192  # largest FFT block side (cells); bigger canvases are filtered in blocks
-_CACHED_SIZES = 4  # image sizes (layouts) and FFT block sizes (spectra) kept per detector
+_CACHED_SIZES = 4  # image sizes (layouts, buffers) and FFT block sizes (spectra) kept
+_SPARE_WORKSPACES = 2  # buffer sets kept per image size for concurrent calls
 
 
 class _LRU:
@@ -104,13 +115,92 @@ def _shelf_pack(sizes: Sequence[Tuple[int, int]], gap: int, margins: Tuple[int, 
     return origins, (shelf_top + shelf_height + bottom, width + right)
 
 
+class _Tasks:
+    """Callables with dependencies, run by the calling thread and pool threads; a ready
+    task with a lower index goes first (add them in priority order). With ``cpu_ms`` (a
+    dict), each task's CPU time (ms, of the thread that ran it) is added to its stage."""
+
+    def __init__(self, cpu_ms: Optional[dict] = None):
+        self._fns: List[Callable[[], None]] = []
+        self._deps: List[Sequence[int]] = []
+        self._cpu_ms = cpu_ms
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, fn: Callable[[], None], deps: Sequence[int] = ()) -> int:
+        if self._cpu_ms is not None:
+            fn = self._timed(stage, fn)
+        self._fns.append(fn)
+        self._deps.append(tuple(deps))
+        return len(self._fns) - 1
+
+    def _timed(self, stage: str, fn: Callable[[], None]) -> Callable[[], None]:
+        cpu_ms = self._cpu_ms
+
+        def run() -> None:
+            start = time.thread_time()
+            fn()
+            spent = (time.thread_time() - start) * 1000
+            with self._lock:
+                cpu_ms[stage] = cpu_ms.get(stage, 0.0) + spent
+        return run
+
+    def run(self, pool: Optional[ThreadPoolExecutor], helpers: int) -> None:
+        n = len(self._fns)
+        waiting = [len(d) for d in self._deps]
+        dependents: List[List[int]] = [[] for _ in range(n)]
+        for i, deps in enumerate(self._deps):
+            for j in deps:
+                dependents[j].append(i)
+        ready = [i for i in range(n) if not waiting[i]]
+        heapq.heapify(ready)
+        cond = threading.Condition()
+        state = {"done": 0, "running": 0, "error": None}
+
+        def work() -> None:
+            while True:
+                with cond:
+                    while not ready and state["done"] < n and state["error"] is None:
+                        cond.wait()
+                    if state["done"] == n or state["error"] is not None:
+                        return
+                    i = heapq.heappop(ready)
+                    state["running"] += 1
+                try:
+                    self._fns[i]()
+                except BaseException as error:  # handed to the caller
+                    with cond:
+                        state["running"] -= 1
+                        state["error"] = error
+                        cond.notify_all()
+                    return
+                with cond:
+                    state["running"] -= 1
+                    state["done"] += 1
+                    for j in dependents[i]:
+                        waiting[j] -= 1
+                        if not waiting[j]:
+                            heapq.heappush(ready, j)
+                    cond.notify_all()
+
+        if pool is not None:
+            for _ in range(min(helpers, n - 1)):
+                pool.submit(work)
+        work()
+        with cond:  # helpers that start late find nothing left and return at once
+            while state["running"] or (state["done"] < n and state["error"] is None):
+                cond.wait()
+        if state["error"] is not None:
+            raise state["error"]
+
+
 class _Layout:
-    """The pyramid of one image size and where each level's fhog cells go in the canvas:
-    at least half a filter of empty cells between levels and around them, so that every
-    window dlib evaluates sees one level only; FFT blocks covering the canvas."""
+    """The pyramid of one image size: level sizes, where each level's fhog cells go in the
+    canvas (at least half a filter of empty cells between levels and around them, so that
+    every window dlib evaluates sees one level only), the FFT blocks covering the canvas,
+    the fhog bands, and the map from response positions to (level, dlib's r, c)."""
 
     def __init__(self, sizes: Sequence[Tuple[int, int]], cell: int, filter_rows: int,
-                 filter_cols: int):
+                 filter_cols: int, threads: int):
         self.sizes = tuple(sizes)
         self.hogs = tuple(hog_size(rows, cols, cell) for rows, cols in sizes)
         gap = max(filter_rows // 2, filter_cols // 2, 1)
@@ -131,6 +221,58 @@ class _Layout:
         self.blocks = [(r, c) for r in rows0 for c in cols0]
         # room for the last block's window
         self.shape = (max(shape[0], rows0[-1] + br), max(shape[1], cols0[-1] + bc))
+        self.bands = self._bands(cell, threads)
+        # response position (window top-left in the canvas) -> level; dlib's position in
+        # the level's response map is (r - top, c - left) + (filter_rows // 2, cols // 2)
+        self.level_map = np.full(self.shape, -1, np.int16)
+        self.corners = []
+        for level, ((hr, hc), (fy, fx)) in enumerate(zip(self.hogs, self.origins)):
+            top, left = fy - (filter_rows - 1) // 2, fx - (filter_cols - 1) // 2
+            self.corners.append((top, left))
+            if hr and hc:
+                self.level_map[top:top + hr, left:left + hc] = level
+        self.corners = np.array(self.corners, np.int64).reshape(-1, 2)
+
+    def _bands(self, cell: int, threads: int) -> List[List[Tuple[int, int, int]]]:
+        """fhog work units: lists of (level, first cell row, end cell row). Levels larger
+        than a share of the whole are cut into bands; the small ones share one unit."""
+        cost = [(hr + 2) * (hc + 2) for hr, hc in self.hogs]
+        total = sum(cost)
+        share = max(total / max(2 * threads, 1), 1)
+        units: List[List[Tuple[int, int, int]]] = []
+        small: List[Tuple[int, int, int]] = []
+        for level, (hr, hc) in enumerate(self.hogs):
+            if hr == 0 or hc == 0:
+                continue
+            if cost[level] < share / 3 and threads > 1:
+                small.append((level, 0, hr))
+                continue
+            parts = max(1, min(math.ceil(cost[level] / share), hr // 4)) if threads > 1 else 1
+            units.extend([[(level, a, b)] for a, b in _split(hr, parts)])
+        if small:
+            units.append(small)
+        return units
+
+
+class _Workspace:
+    """The buffers of one call for one image size: planar pyramid levels, the feature
+    canvas (zero between levels; every call rewrites the levels' cells), per FFT block
+    the feature spectra and products, and the responses."""
+
+    def __init__(self, image_size: Tuple[int, int], up_sizes: Sequence[Tuple[int, int]],
+                 layout: _Layout, n_det: int):
+        self.levels = [np.empty((3,) + size, np.uint8) for size in layout.sizes]
+        # planar input, then the pyramid_up steps (the last one is level 0)
+        self.source = (np.empty((3,) + tuple(image_size), np.uint8) if up_sizes
+                       else self.levels[0])
+        self.ups = [np.empty((3,) + size, np.uint8) for size in up_sizes[:-1]]
+        self.ups += [self.levels[0]] if up_sizes else []
+        self.canvas = np.zeros((NUM_FEATURES,) + layout.shape, np.float32)
+        br, bc = layout.block
+        n_blocks = len(layout.blocks)
+        self.spectra = np.empty((n_blocks, NUM_FEATURES, br, bc), np.float32)
+        self.products = np.empty((n_blocks, n_det, br, bc), np.float32)
+        self.responses = np.zeros((n_det,) + layout.shape, np.float32)
 
 
 class FhogDetector:
@@ -138,8 +280,9 @@ class FhogDetector:
 
     ``detect(rgb, upsample, adjust_threshold) -> [((left, top, right, bottom), score,
     weight_index)]``: the rectangles (dlib's inclusive corners, may extend past the image),
-    scores and order of ``dlib.fhog_object_detector(...).run``. Thread-safe; each call uses
-    up to ``threads`` threads (1: everything on the calling thread).
+    scores (within ~1e-5 of dlib's) and order of ``dlib.fhog_object_detector(...).run``.
+    Thread-safe; each call uses up to ``threads`` threads (1: everything on the calling
+    thread).
     """
 
     def __init__(self, model: FhogModel, threads: int = 2):
@@ -149,23 +292,13 @@ class FhogDetector:
         self.threads = int(threads)
         self.banks = filter_bank(model)
         self.filters = np.stack([bank.effective for bank in self.banks])  # (D, 31, fr, fc)
-        self.thresholds = [d.b for d in model.detectors]
+        self.thresholds = np.array([d.b for d in model.detectors], np.float64)
         self.filter_size = model.filter_size  # (rows, cols)
         self._layouts = _LRU(_CACHED_SIZES)
         self._spectra = _LRU(_CACHED_SIZES)
+        self._spare = _LRU(_CACHED_SIZES)  # (rows, cols, upsample) -> [_Workspace]
         self._pool: Optional[ThreadPoolExecutor] = None
         self._pool_lock = threading.Lock()
-
-    def _map(self, fn, items: Sequence) -> list:
-        """``[fn(item) for item in items]``, on the worker threads when there are any."""
-        items = list(items)
-        if self.threads == 1 or len(items) < 2:
-            return [fn(item) for item in items]
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fhog")
-            pool = self._pool
-        return list(pool.map(fn, items))
 
     def close(self) -> None:
         """Stop the worker threads (a later call starts them again)."""
@@ -174,106 +307,144 @@ class FhogDetector:
                 self._pool.shutdown(wait=True)
                 self._pool = None
 
-    # --- stages -----------------------------------------------------------------------
+    def _helpers(self) -> Optional[ThreadPoolExecutor]:
+        if self.threads == 1:
+            return None
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="fhog")
+            return self._pool
+
+    # --- plans and buffers ------------------------------------------------------------
 
     def layout(self, rows: int, cols: int) -> _Layout:
-        """Pyramid, canvas and FFT blocks for an image of rows x cols pixels."""
+        """Pyramid, canvas, FFT blocks and fhog bands for an image of rows x cols pixels."""
         m = self.model
 
         def make():
             levels = level_count(rows, cols, m.min_level_size[0], m.min_level_size[1],
                                  m.max_levels)
-            return _Layout(level_sizes(rows, cols, levels), m.cell_size, *self.filter_size)
+            return _Layout(level_sizes(rows, cols, levels), m.cell_size, *self.filter_size,
+                           self.threads)
         return self._layouts.get((rows, cols), make)
 
-    def features(self, layout: _Layout, image: np.ndarray) -> np.ndarray:
-        """(31, canvas rows, canvas cols) float64: dlib's fhog features of every pyramid
-        level of the RGB image, each level's cells at its origin (zero elsewhere)."""
-        canvas = np.zeros((NUM_FEATURES,) + layout.shape, np.float64)
-        cell = self.model.cell_size
-        levels = [image]
-        for size in layout.sizes[1:]:  # pyramid_down<6>: each level from the previous one
-            prev = levels[-1]
-            level = np.empty(size + (3,), np.uint8)
-            resize_plan(prev.shape[0], prev.shape[1], *size).run(prev, level)
-            levels.append(level)
-        order = sorted(range(len(levels)), key=lambda i: -levels[i].size)
-        self._map(lambda i: fhog_level(levels[i], cell, BIN_TABLE, canvas,
-                                       *layout.origins[i]), order)
-        return canvas
-
-    def _block_spectra(self, rows: int, cols: int):
-        """The filters' DFTs (placed at the origin of a rows x cols block), conjugated, in
-        the parts of OpenCV's packed CCS layout: (frequency, D, 31) complex64 for the
-        complex columns 1 .. cols-2, and for the two packed real columns (D, 31, 2) real
-        end rows and (D, 31, rows/2 - 1) complex rows."""
+    def block_spectra(self, rows: int, cols: int):
+        """The filters' DFTs (placed at the origin of a rows x cols block), conjugated, as
+        :func:`.kernels.ccs_product` takes them: (real, imaginary) parts of the complex
+        columns, (rows, D, 31, cols/2 - 1) float32 each, and the packed real columns
+        (2, rows, D, 31) float32."""
         def make():
             fr, fc = self.filter_size
             n_det, n_planes = self.filters.shape[:2]
-            middle = np.empty((rows, (cols - 2) // 2, n_det, n_planes), np.complex64)
-            ends = np.empty((2, n_det, n_planes, 2), np.float64)
-            packed = np.empty((2, n_det, n_planes, rows // 2 - 1), np.complex128)
+            half = cols // 2 - 1
+            re = np.empty((rows, n_det, n_planes, half), np.float32)
+            im = np.empty((rows, n_det, n_planes, half), np.float32)
+            ends = np.empty((2, rows, n_det, n_planes), np.float32)
             padded = np.zeros((rows, cols), np.float64)
             for d in range(n_det):
                 for p in range(n_planes):
                     padded[:fr, :fc] = self.filters[d, p]
                     ccs = cv2.dft(padded)
-                    middle[:, :, d, p] = np.conj(ccs[:, 1:cols - 1].view(np.complex128))
+                    re[:, d, p] = ccs[:, 1:cols - 1:2]
+                    im[:, d, p] = -ccs[:, 2:cols - 1:2]
                     for side, c in enumerate((0, cols - 1)):
-                        ends[side, d, p] = ccs[0, c], ccs[rows - 1, c]
-                        packed[side, d, p] = np.conj(np.ascontiguousarray(
-                            ccs[1:rows - 1, c]).view(np.complex128))
-            return middle.reshape(-1, n_det, n_planes), ends, packed
+                        column = ccs[:, c].copy()
+                        column[2:rows - 1:2] *= -1  # imaginary parts of the row pairs
+                        ends[side, :, d, p] = column
+            return re, im, ends
         return self._spectra.get((rows, cols), make)
 
-    def responses(self, layout: _Layout, canvas: np.ndarray) -> np.ndarray:
-        """(D, canvas rows, canvas cols) float64: ``out[d, r, c] = sum_p sum_ab
-        canvas[p, r + a, c + b] * filter[d, p, a, b]`` (window top-left at (r, c))."""
+    def _workspace(self, key, layout: _Layout, up_sizes) -> _Workspace:
+        spare = self._spare.get(key, list)
+        try:
+            return spare.pop()
+        except IndexError:
+            return _Workspace(key[:2], up_sizes, layout, len(self.banks))
+
+    def _release(self, key, workspace: _Workspace) -> None:
+        spare = self._spare.get(key, list)
+        if len(spare) < _SPARE_WORKSPACES:
+            spare.append(workspace)
+
+    # --- stages -----------------------------------------------------------------------
+
+    def _plan(self, tasks: _Tasks, ws: _Workspace, layout: _Layout,
+              after: Sequence[int]) -> None:
+        """Add the tasks that fill ``ws.responses`` from the planar image ``ws.source``
+        (ready when the tasks ``after`` are done)."""
+        parts = self.threads
+        source = ws.source
+        for step, out in enumerate(ws.ups):  # pyramid_up, rows split between the threads
+            plan = resize_plan(source.shape[1], source.shape[2], *out.shape[1:])
+            after = tuple(tasks.add("pyramid_up", lambda p=plan, s=source, o=out, rows=rows:
+                                    p.run(s, o, rows), after)
+                          for rows in _split(out.shape[1], parts))
+            source = out
+        level_ready = [after]
+        levels = ws.levels
+
+        def resize(i: int) -> None:
+            prev, out = levels[i - 1], levels[i]
+            resize_plan(prev.shape[1], prev.shape[2], *out.shape[1:]).run(prev, out)
+
+        # the chain of pyramid_down<6> levels; the small levels in one task
+        small = min((u[0][0] for u in layout.bands if len(u) > 1), default=len(levels))
+        previous = after
+        for i in range(1, len(levels)):
+            if i < small:
+                previous = (tasks.add("pyramid_down", lambda i=i: resize(i), previous),)
+                level_ready.append(previous)
+            else:
+                def tail(lo=i):
+                    for j in range(lo, len(levels)):
+                        resize(j)
+                previous = (tasks.add("pyramid_down", tail, previous),)
+                level_ready.extend([previous] * (len(levels) - i))
+                break
+        cell = self.model.cell_size
+        canvas = ws.canvas
+
+        def fhog(unit):
+            for level, y0, y1 in unit:
+                fy, fx = layout.origins[level]
+                fhog_rows(levels[level], cell, BIN_TABLE, y0, y1, canvas, fy, fx)
+
+        features = [tasks.add("fhog", lambda u=unit: fhog(u),
+                              level_ready[max(u[0] for u in unit)])
+                    for unit in layout.bands]
+        self._plan_responses(tasks, ws, layout, features)
+
+    def _plan_responses(self, tasks: _Tasks, ws: _Workspace, layout: _Layout,
+                        after: Sequence[int]) -> None:
         fr, fc = self.filter_size
         br, bc = layout.block
-        middle, ends, packed = self._block_spectra(br, bc)
+        re, im, ends = self.block_spectra(br, bc)
         n_det = len(self.banks)
-        out = np.zeros((n_det,) + layout.shape, np.float64)
-        for r0, c0 in layout.blocks:
-            block = canvas[:, r0:r0 + br, c0:c0 + bc]
-            freq = np.empty((NUM_FEATURES, br, bc), np.float64)
+        rows, cols = br - fr + 1, bc - fc + 1
+        parts = self.threads
+        forward_done = []
+        for b, (r0, c0) in enumerate(layout.blocks):
+            block, spectra = ws.canvas[:, r0:r0 + br, c0:c0 + bc], ws.spectra[b]
 
-            def forward(lo_hi):
-                for p in range(*lo_hi):
-                    cv2.dft(block[p], dst=freq[p])
+            def forward(lo, hi, block=block, spectra=spectra):
+                for p in range(lo, hi):
+                    cv2.dft(block[p], dst=spectra[p])
 
-            self._map(forward, _split(NUM_FEATURES, self.threads))
-            # complex columns: per frequency, (D, 31) @ (31,) (one batched product)
-            x = np.ascontiguousarray(
-                freq[:, :, 1:bc - 1].view(np.complex128).reshape(NUM_FEATURES, -1).T,
-                dtype=np.complex64)
-            product = np.empty((n_det, br, bc), np.float64)
-            mid = product[:, :, 1:bc - 1].view(np.complex128)  # (D, rows, cols/2 - 1)
-            per_row = mid.shape[2]
+            forward_done += [tasks.add("dft_forward", lambda a=a, z=z, f=forward: f(a, z),
+                                       after) for a, z in _split(NUM_FEATURES, parts)]
+        # all blocks at once: each filter spectrum row is read once for all of them
+        mul = [tasks.add("spectra_products", lambda a=a, z=z: ccs_product(
+            ws.spectra, re, im, ends, ws.products, a, z), forward_done)
+            for a, z in _split(br, 2 * parts)]
+        for b, (r0, c0) in enumerate(layout.blocks):
+            def back(lo, hi, products=ws.products[b], r0=r0, c0=c0):
+                for d in range(lo, hi):
+                    spatial = cv2.dft(products[d], flags=cv2.DFT_INVERSE
+                                      | cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
+                    ws.responses[d, r0:r0 + rows, c0:c0 + cols] = spatial[:rows, :cols]
 
-            def multiply(lo_hi):  # spectrum rows [lo, hi)
-                lo, hi = lo_hi
-                f0, f1 = lo * per_row, hi * per_row
-                part = np.matmul(middle[f0:f1], x[f0:f1, :, None])[:, :, 0]
-                mid[:, lo:hi] = part.T.reshape(n_det, hi - lo, per_row)
-
-            self._map(multiply, _split(br, self.threads))
-            for side, c in enumerate((0, bc - 1)):  # the packed real columns
-                column = freq[:, :, c]
-                product[:, 0, c] = ends[side, :, :, 0] @ column[:, 0]
-                product[:, br - 1, c] = ends[side, :, :, 1] @ column[:, br - 1]
-                z = np.ascontiguousarray(column[:, 1:br - 1]).view(np.complex128)
-                product[:, 1:br - 1, c] = np.einsum("dpk,pk->dk", packed[side], z).view(
-                    np.float64)
-            rows, cols = br - fr + 1, bc - fc + 1
-
-            def back(d):
-                spatial = cv2.dft(product[d], flags=cv2.DFT_INVERSE | cv2.DFT_REAL_OUTPUT
-                                  | cv2.DFT_SCALE)
-                out[d, r0:r0 + rows, c0:c0 + cols] = spatial[:rows, :cols]
-
-            self._map(back, range(n_det))
-        return out
+            for a, z in _split(n_det, parts):
+                tasks.add("dft_inverse", lambda a=a, z=z, f=back: f(a, z), mul)
 
     def _rect(self, level: int, r: int, c: int) -> IRect:
         """``rect_up(feats_to_image(centered_rect(point(c, r), w, h)), level)``."""
@@ -295,47 +466,87 @@ class FhogDetector:
 
     # --- the detector -----------------------------------------------------------------
 
-    def scan(self, image: np.ndarray, adjust_threshold: float = 0.0) -> List[list]:
+    def responses(self, rgb: np.ndarray, upsample: int = 0):
+        """(layout, responses): the filter responses (D, canvas rows, cols) float32 of the
+        RGB image after ``upsample`` pyramid_up steps (a copy; for checks and profiles)."""
+        layout, ws, key = self._run(np.ascontiguousarray(rgb), int(upsample))
+        try:
+            return layout, ws.responses.copy()
+        finally:
+            self._release(key, ws)
+
+    def _run(self, image: np.ndarray, upsample: int, cpu_ms: Optional[dict] = None):
+        rows, cols = image.shape[:2]
+        up_sizes = []
+        for _ in range(upsample):
+            rows, cols = pyramid_up_size(rows, cols)
+            up_sizes.append((rows, cols))
+        layout = self.layout(rows, cols)
+        key = (image.shape[0], image.shape[1], upsample)
+        ws = self._workspace(key, layout, up_sizes)  # not given back if this fails
+        tasks = _Tasks(cpu_ms)
+        tasks.add("planar", lambda: planar(image, ws.source))
+        self._plan(tasks, ws, layout, (0,))
+        tasks.run(self._helpers(), self.threads - 1)
+        return layout, ws, key
+
+    def scan(self, layout: _Layout, responses: np.ndarray,
+             adjust_threshold: float = 0.0) -> List[list]:
         """Per weight vector: [(response, level, r, c)] of the positions at or above its
-        threshold (r, c: position in dlib's response map of the level), in scan order."""
-        layout = self.layout(image.shape[0], image.shape[1])
-        responses = self.responses(layout, self.features(layout, image))
+        threshold (r, c: position in dlib's response map of the level), sorted by response
+        (descending; ties in scan order)."""
         fr, fc = self.filter_size
-        # dlib's positions r in [fr // 2, hog rows + fr // 2 - 1] have their window's top
-        # row at hog row r - (fr - 1)
-        r_lo, c_lo = fr // 2, fc // 2
-        found: List[list] = [[] for _ in self.banks]
-        for level, ((hr, hc), (fy, fx)) in enumerate(zip(layout.hogs, layout.origins)):
-            if hr == 0 or hc == 0:
+        found: List[list] = []
+        lm = layout.level_map
+        for d, b in enumerate(self.thresholds):
+            limit = np.float64(b + adjust_threshold)
+            if float(responses[d].max()) < limit:  # most frames: nothing reaches it
+                found.append([])
                 continue
-            top, left = fy + r_lo - (fr - 1), fx + c_lo - (fc - 1)
-            for d, b in enumerate(self.thresholds):
-                region = responses[d, top:top + hr, left:left + hc]
-                rr, cc = np.nonzero(region >= b + adjust_threshold)
-                if len(rr):
-                    found[d].extend(zip(region[rr, cc].tolist(), [level] * len(rr),
-                                        (rr + r_lo).tolist(), (cc + c_lo).tolist()))
+            rr, cc = np.nonzero((responses[d] >= limit) & (lm >= 0))
+            level = lm[rr, cc].astype(np.int64)
+            r = rr - layout.corners[level, 0] + fr // 2
+            c = cc - layout.corners[level, 1] + fc // 2
+            value = responses[d, rr, cc].astype(np.float64)
+            order = np.lexsort((c, r, level, -value))
+            found.append(list(zip(value[order].tolist(), level[order].tolist(),
+                                  r[order].tolist(), c[order].tolist())))
         return found
 
     def detect(self, rgb: np.ndarray, upsample: int = 0,
                adjust_threshold: float = 0.0) -> List[Hit]:
         """dlib's ``run(rgb, upsample, adjust_threshold)``: [(rect, score, weight index)]."""
+        return self._detect(rgb, upsample, adjust_threshold, None)
+
+    def profile(self, rgb: np.ndarray, upsample: int = 0,
+                adjust_threshold: float = 0.0) -> Tuple[List[Hit], dict]:
+        """``detect`` and the CPU time (ms) it spent per stage: planar, pyramid_up,
+        pyramid_down, fhog, dft_forward, spectra_products, dft_inverse, thresholds,
+        rectangles_nms (summed over the threads)."""
+        cpu_ms: dict = {}
+        hits = self._detect(rgb, upsample, adjust_threshold, cpu_ms)
+        return hits, cpu_ms
+
+    def _detect(self, rgb: np.ndarray, upsample: int, adjust_threshold: float,
+                cpu_ms: Optional[dict]) -> List[Hit]:
         image = np.asarray(rgb)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an RGB uint8 image (h, w, 3), got {image.shape} "
                              f"{image.dtype}")
         if int(upsample) != upsample or upsample < 0:
             raise ValueError(f"upsample must be an integer >= 0, got {upsample}")
-        image = np.ascontiguousarray(image)
-        for _ in range(int(upsample)):
-            image = pyramid_up(image)
         if image.shape[0] == 0 or image.shape[1] == 0:
             return []
+        layout, ws, key = self._run(np.ascontiguousarray(image), int(upsample), cpu_ms)
+        start = time.thread_time()
+        try:
+            found = self.scan(layout, ws.responses, float(adjust_threshold))
+        finally:
+            self._release(key, ws)
+        middle = time.thread_time()
         hits = []
-        for d, items in enumerate(self.scan(image, float(adjust_threshold))):
-            # std::sort(rbegin, rend) on the response: descending (scan order among ties)
-            items.sort(key=lambda item: -item[0])
-            b = self.thresholds[d]
+        for d, items in enumerate(found):
+            b = float(self.thresholds[d])
             hits.extend((value - b, d, self._rect(level, r, c))
                         for value, level, r, c in items)
         if len(self.thresholds) > 1:
@@ -348,6 +559,9 @@ class FhogDetector:
             kept.append((rect, float(score), d))
         if upsample:
             kept = [(_rect_down(rect, int(upsample)), score, d) for rect, score, d in kept]
+        if cpu_ms is not None:
+            cpu_ms["thresholds"] = (middle - start) * 1000
+            cpu_ms["rectangles_nms"] = (time.thread_time() - middle) * 1000
         return kept
 
 

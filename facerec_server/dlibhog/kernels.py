@@ -1,22 +1,35 @@
-"""The per-pixel loops of dlib's fhog scanner as compiled (numba) kernels.
+"""The per-pixel and per-frequency loops of the fhog scanner as compiled (numba) kernels.
 
-Both loops follow dlib's float32 order of operations, so their outputs are dlib's bit for
-bit:
+Images are planar here: ``(3, rows, cols)`` uint8 (R, G, B planes), so that every inner
+loop runs over contiguous memory and vectorises.
 
-* :func:`resize_rows`: ``resize_image`` bilinear on RGB uint8 (``interpolation.h``): columns
-  in SIMD blocks of 4 with float32 weights ``((tl*TL + tr*TR) + bl*BL) + br*BR`` truncated,
-  the remaining columns in double precision (the plan comes from
-  :mod:`facerec_server.dlibnet.resize`);
-* :func:`fhog_level`: ``extract_fhog_features`` (``fhog.h``, cell size > 1) of one level:
-  gradients, colour channel choice (ties: later channel in the 8-column SIMD blocks, earlier
-  channel in the columns done one by one), orientation (lookup table of dlib's float32
-  dot products), bilinear votes added in dlib's pixel order, block energies and the 31
-  features, written into a window of a (float64) canvas.
+* :func:`resize_rows`: dlib's bilinear ``resize_image`` (``interpolation.h``), bit-exact:
+  the columns dlib computes in SIMD blocks of 4 with float32 weights
+  ``((tl*TL + tr*TR) + bl*BL) + br*BR`` truncated, the remaining columns in double
+  precision (the plan comes from :mod:`facerec_server.dlibnet.resize`). The two source
+  pixels of each output column are gathered once per source row, then the weighted sums
+  of a whole output row run as one vector loop, in dlib's order of operations.
+* :func:`fhog_rows`: dlib's ``extract_fhog_features`` (``fhog.h``, cell size > 1) of a band
+  of cell rows of one level, written as float32 into the feature canvas. Every discrete
+  decision is dlib's: the gradients, the colour channel with the longest gradient (ties:
+  the later channel in dlib's 8-column SIMD blocks, the earlier one in the columns it does
+  one by one), the orientation (:data:`.fhog.BIN_TABLE`, dlib's float32 dot products), the
+  cells and the float32 bilinear weights of each vote. The block normalisation, the
+  clipping at 0.2 and the 4 texture features follow dlib's float32 order of operations.
+  What is rounded differently: the order in which the votes are added. dlib adds
+  ``vy * (vx * v)`` pixel by pixel into each cell; here the votes of one pixel row are
+  first summed per cell column (``vx * v``, in 4 interleaved partial sums), then added
+  once per row with the row's vertical weight. The histogram sums are the same sums in
+  another order, so the features differ from dlib's in the last bits only (about 2e-7
+  here; ``test_fast_features_within_rounding_of_dlibs_order`` bounds it).
+* :func:`ccs_product`: the filter responses in the frequency domain: per frequency, the sum
+  over the 31 feature planes of the plane's spectrum times the conjugated spectrum of a
+  filter, on OpenCV's packed (CCS) layout of real 2-D DFTs, float32.
 
-Compiled without fast-math (no reassociation, no fused multiply-add), with the GIL
-released so that several levels run at once on Python threads. The machine code is cached
-(compiling takes ~6 s, loading it ~1 s) in ``$NUMBA_CACHE_DIR``, by default
-``~/.cache/facerec/numba`` (or ``$FACEREC_CACHE_DIR/numba``).
+Compiled with the GIL released (several Python threads run kernels at once) and without
+fast-math (no reassociation; :func:`ccs_product` alone may fuse multiply-adds). The
+machine code is cached (compiling takes ~10 s, loading it ~1 s) in ``$NUMBA_CACHE_DIR``,
+by default ``~/.cache/facerec/numba`` (or ``$FACEREC_CACHE_DIR/numba``).
 """
 from __future__ import annotations
 
@@ -33,56 +46,131 @@ from numba import njit  # noqa: E402
 F32 = np.float32
 
 
+# --- dlib's bilinear resize ---------------------------------------------------------------
+
+@njit(nogil=True, cache=True)
+def _gather(row, left, n, out_left, out_right):  # pragma: no cover - compiled
+    for j in range(n):
+        i = left[j]
+        out_left[j] = row[i]
+        out_right[j] = row[i + 1]
+
+
 @njit(nogil=True, cache=True)
 def resize_rows(src, out, r0, r1, top, bottom, tb32, itb32, left, lr, ilr, c_simd,
                 tleft, tright, tlr, tb):  # pragma: no cover - compiled
-    """Output rows [r0, r1) of dlib's bilinear resize of ``src`` into ``out``."""
+    """Output rows [r0, r1) of dlib's bilinear resize of planar ``src`` (3, rows, cols)
+    uint8 into ``out`` (3, out rows, out cols): float32 in dlib's order for the first
+    ``c_simd`` columns, double precision for the rest."""
+    planes = src.shape[0]
+    # two source rows' gathered (left, right) pixels per plane, and which rows they are
+    held = np.empty((2, planes, 2, max(c_simd, 1)), np.uint8)
+    slot_row = np.full(2, -1, np.int64)
     for r in range(r0, r1):
         t = top[r]
         b = bottom[r]
+        st = 0 if slot_row[0] == t else (1 if slot_row[1] == t else -1)
+        if st < 0:
+            st = 1 if slot_row[0] == b else 0
+            for k in range(planes):
+                _gather(src[k, t], left, c_simd, held[st, k, 0], held[st, k, 1])
+            slot_row[st] = t
+        sb = 0 if slot_row[0] == b else (1 if slot_row[1] == b else -1)
+        if sb < 0:
+            sb = 1 - st
+            for k in range(planes):
+                _gather(src[k, b], left, c_simd, held[sb, k, 0], held[sb, k, 1])
+            slot_row[sb] = b
         it = itb32[r]
         bt = tb32[r]
-        for c in range(c_simd):
-            lc = left[c]
-            rc = lc + 1
-            wl = ilr[c]
-            wr = lr[c]
-            tlf = it * wl
-            trf = it * wr
-            blf = bt * wl
-            brf = bt * wr
-            for k in range(3):
-                v = (((tlf * F32(src[t, lc, k]) + trf * F32(src[t, rc, k]))
-                      + blf * F32(src[b, lc, k])) + brf * F32(src[b, rc, k]))
-                out[r, c, k] = np.uint8(np.int32(v))
         tbd = tb[r]
-        for j in range(tleft.shape[0]):
-            lc = tleft[j]
-            rc = tright[j]
-            w = tlr[j]
-            for k in range(3):
-                up = (1.0 - w) * float(src[t, lc, k]) + w * float(src[t, rc, k])
-                down = (1.0 - w) * float(src[b, lc, k]) + w * float(src[b, rc, k])
-                out[r, c_simd + j, k] = np.uint8(np.int32((1.0 - tbd) * up + tbd * down))
+        for k in range(planes):
+            tl_ = held[st, k, 0]
+            tr_ = held[st, k, 1]
+            bl_ = held[sb, k, 0]
+            br_ = held[sb, k, 1]
+            o = out[k, r]
+            for c in range(c_simd):
+                wl = ilr[c]
+                wr = lr[c]
+                v = ((((it * wl) * F32(tl_[c]) + (it * wr) * F32(tr_[c]))
+                      + (bt * wl) * F32(bl_[c])) + (bt * wr) * F32(br_[c]))
+                o[c] = np.uint8(np.int32(v))
+            srow_t = src[k, t]
+            srow_b = src[k, b]
+            for j in range(tleft.shape[0]):
+                w = tlr[j]
+                lc = tleft[j]
+                rc = tright[j]
+                up = (1.0 - w) * float(srow_t[lc]) + w * float(srow_t[rc])
+                down = (1.0 - w) * float(srow_b[lc]) + w * float(srow_b[rc])
+                o[c_simd + j] = np.uint8(np.int32((1.0 - tbd) * up + tbd * down))
+
+
+# --- dlib's fhog features -----------------------------------------------------------------
+
+@njit(nogil=True, cache=True)
+def _gradient_row(img, y, i0, i1, later, bidx, mag):  # pragma: no cover - compiled
+    """Pixels x = i + 1 (i in [i0, i1)) of row y: the orientation table index of the
+    longest colour gradient and its length. float32 holds every value exactly (|g| <= 255,
+    squared lengths <= 130050); ``later``: ties go to the later channel (dlib's SIMD
+    blocks) instead of the earlier one."""
+    ru = img[0, y - 1]
+    rr = img[0, y]
+    rd = img[0, y + 1]
+    gu = img[1, y - 1]
+    gr = img[1, y]
+    gd = img[1, y + 1]
+    bu = img[2, y - 1]
+    br = img[2, y]
+    bd = img[2, y + 1]
+    for i in range(i0, i1):
+        gxr = F32(rr[i + 2]) - F32(rr[i])
+        gyr = F32(rd[i + 1]) - F32(ru[i + 1])
+        gxg = F32(gr[i + 2]) - F32(gr[i])
+        gyg = F32(gd[i + 1]) - F32(gu[i + 1])
+        gxb = F32(br[i + 2]) - F32(br[i])
+        gyb = F32(bd[i + 1]) - F32(bu[i + 1])
+        lr = gxr * gxr + gyr * gyr
+        lg = gxg * gxg + gyg * gyg
+        lb = gxb * gxb + gyb * gyb
+        if later:  # select(a > b, a, b)
+            first = lr > lg
+            gx = gxr if first else gxg
+            gy = gyr if first else gyg
+            length = lr if first else lg
+            keep = length > lb
+            gx = gx if keep else gxb
+            gy = gy if keep else gyb
+            length = length if keep else lb
+        else:  # a later channel must be strictly longer
+            second = lg > lr
+            gx = gxg if second else gxr
+            gy = gyg if second else gyr
+            length = lg if second else lr
+            third = lb > length
+            gx = gxb if third else gx
+            gy = gyb if third else gy
+            length = lb if third else length
+        bidx[i] = np.int32((gx + F32(255)) * F32(511) + (gy + F32(255)))
+        mag[i] = np.sqrt(length)
 
 
 @njit(nogil=True, cache=True)
-def fhog_level(img, cell, bins, out, fy, fx):  # pragma: no cover - compiled
-    """dlib's fhog features of RGB uint8 ``img``; feature (o, y, x) of the cells that have
-    features goes to ``out[o, fy + y, fx + x]``. ``bins``: orientation of each gradient,
-    indexed by ``(gx + 255) * 511 + (gy + 255)``."""
-    nr = img.shape[0]
-    nc = img.shape[1]
+def fhog_rows(img, cell, bins, y0, y1, out, fy, fx):  # pragma: no cover - compiled
+    """dlib's fhog features of the cell rows [y0, y1) of planar RGB uint8 ``img``: feature
+    (o, y, x) goes to ``out[o, fy + y, fx + x]`` (float32). ``bins``: orientation of each
+    gradient, indexed by ``(gx + 255) * 511 + (gy + 255)``. Bands of one level give the
+    same values as the whole level at once."""
+    nr = img.shape[1]
+    nc = img.shape[2]
     cells_nr = int(F32(nr) / F32(cell) + 0.5)
     cells_nc = int(F32(nc) / F32(cell) + 0.5)
-    if cells_nr == 0 or cells_nc == 0:
-        return
     hog_nr = max(cells_nr - 2, 0)
     hog_nc = max(cells_nc - 2, 0)
-    if hog_nr == 0 or hog_nc == 0:
+    y1 = min(y1, hog_nr)
+    if hog_nc == 0 or y1 <= y0:
         return
-    hist = np.zeros((cells_nr + 2, cells_nc + 2, 18), np.float32)
-    norm = np.zeros((cells_nr, cells_nc), np.float32)
     visible_nr = min(cells_nr * cell, nr) - 1
     visible_nc = min(cells_nc * cell, nc) - 1
     simd_end = 1
@@ -90,7 +178,7 @@ def fhog_level(img, cell, bins, out, fy, fx):  # pragma: no cover - compiled
         simd_end += 8
     fcell = F32(cell)
     width = visible_nc - 1  # pixels x = 1 .. visible_nc - 1
-    # per column: anchor cell column and horizontal weights, as each of dlib's paths has them
+    # per column: cell column and horizontal weights, as each of dlib's paths has them
     col = np.empty(width, np.int64)
     wx0 = np.empty(width, np.float32)
     wx1 = np.empty(width, np.float32)
@@ -105,97 +193,187 @@ def fhog_level(img, cell, bins, out, fy, fx):  # pragma: no cover - compiled
             col[i] = int(np.floor(xp)) + 1
             wx0[i] = F32(xp - F32(int(np.floor(xp))))
         wx1[i] = F32(1.0) - wx0[i]
-    grad = np.empty((6, width), np.int32)
-    length = np.empty((3, width), np.int32)
-    best = np.empty(width, np.int64)
-    v = np.empty(width, np.float32)
-    for y in range(1, visible_nr):
+    split = min(simd_end - 1, width)
+    hist_nc = cells_nc + 2
+    # histogram rows [y0 + 1, y1 + 3) (dlib's hist row h at hist[h - y0 - 1]): those the
+    # features of cell rows [y0, y1) read; (orientation, column) per row
+    n_hist = y1 - y0 + 2
+    hist = np.zeros((n_hist, 18, hist_nc), np.float32)
+    acc = np.zeros((4, 18, hist_nc), np.float32)
+    bidx = np.empty(width, np.int32)
+    mag = np.empty(width, np.float32)
+    for y in range(max(1, cell * (y0 - 1)), min(visible_nr, cell * (y1 + 3))):
         yp = F32((F32(y) + 0.5) / float(fcell) - 0.5)
         iyp = int(np.floor(yp))
+        h_top = iyp + 1 - (y0 + 1)  # this row votes into hist rows iyp + 1 and iyp + 2
+        if h_top + 1 < 0 or h_top >= n_hist:
+            continue
         vy0 = F32(yp - F32(iyp))
         vy1 = F32(F32(1.0) - vy0)
-        up = img[y - 1]
-        row = img[y]
-        down = img[y + 1]
-        for k in range(3):
-            gxk = grad[2 * k]
-            gyk = grad[2 * k + 1]
-            lk = length[k]
-            for i in range(width):
-                gx = np.int32(row[i + 2, k]) - np.int32(row[i, k])
-                gy = np.int32(down[i + 1, k]) - np.int32(up[i + 1, k])
-                gxk[i] = gx
-                gyk[i] = gy
-                lk[i] = gx * gx + gy * gy
-        split = min(simd_end - 1, width)
-        for i in range(width):
-            lr, lg, lb = length[0, i], length[1, i], length[2, i]
-            if i < split:  # SIMD: select(a > b, a, b) keeps the later channel on ties
-                k = 0 if lr > lg else 1
-                lt = lr if lr > lg else lg
-                k = k if lt > lb else 2
-            else:  # one by one: a later channel must be strictly longer
-                k = 1 if lg > lr else 0
-                lt = lg if lg > lr else lr
-                k = 2 if lb > lt else k
-            best[i] = (grad[2 * k, i] + 255) * 511 + (grad[2 * k + 1, i] + 255)
-            v[i] = np.sqrt(F32(length[k, i]))
-        for i in range(width):
-            o = bins[best[i]]
+        _gradient_row(img, y, 0, split, True, bidx, mag)
+        _gradient_row(img, y, split, width, False, bidx, mag)
+        for i in range(width):  # 4 partial sums: no chain of adds to one cell
+            o = bins[bidx[i]]
             c = col[i]
-            if i < split:  # vy * (vx * v)
-                a = wx1[i] * v[i]
-                b = wx0[i] * v[i]
-                hist[iyp + 1, c, o] += vy1 * a
-                hist[iyp + 2, c, o] += vy0 * a
-                hist[iyp + 1, c + 1, o] += vy1 * b
-                hist[iyp + 2, c + 1, o] += vy0 * b
-            else:  # (vy * vx) * v
-                hist[iyp + 1, c, o] += vy1 * wx1[i] * v[i]
-                hist[iyp + 2, c, o] += vy0 * wx1[i] * v[i]
-                hist[iyp + 1, c + 1, o] += vy1 * wx0[i] * v[i]
-                hist[iyp + 2, c + 1, o] += vy0 * wx0[i] * v[i]
-    for r in range(cells_nr):
-        for c in range(cells_nc):
-            s = F32(0.0)
-            for o in range(9):
-                h = hist[r + 1, c + 1, o] + hist[r + 1, c + 1, o + 9]
-                s += h * h
-            norm[r, c] = s
+            v = mag[i]
+            a = acc[i & 3, o]
+            a[c] += wx1[i] * v
+            a[c + 1] += wx0[i] * v
+        for h, w in ((h_top, vy1), (h_top + 1, vy0)):
+            if 0 <= h < n_hist:
+                dst = hist[h]
+                for o in range(18):
+                    for c in range(hist_nc):
+                        dst[o, c] += w * ((acc[0, o, c] + acc[1, o, c])
+                                          + (acc[2, o, c] + acc[3, o, c]))
+        acc[:] = 0
+    # gradient energy of each cell: norm[r] belongs to dlib's cell row y0 + r
+    norm = np.zeros((n_hist, cells_nc), np.float32)
+    for r in range(n_hist):
+        hr = hist[r]
+        nrm = norm[r]
+        for o in range(9):
+            for c in range(cells_nc):
+                h = hr[o, c + 1] + hr[o + 9, c + 1]
+                nrm[c] += h * h
     eps = F32(0.0001)
-    n4 = np.empty(4, np.float32)
-    nn4 = np.empty(4, np.float32)
-    t4 = np.empty(4, np.float32)
-    for y in range(hog_nr):
-        for x in range(hog_nc):
-            # the 4 blocks around the cell: lanes z1 + z2 + z3 + z4 + eps
-            for lane in range(4):
-                a = y + 1 - (lane & 1)
-                b = x + 1 - (lane >> 1)
-                z = ((norm[a, b] + norm[a, b + 1]) + norm[a + 1, b]) + norm[a + 1, b + 1]
+    clip = np.empty((4, hog_nc), np.float32)  # 0.2 * block norm per lane (dlib's nn)
+    scale = np.empty((4, hog_nc), np.float32)  # 0.1 / that (dlib's n)
+    texture = np.empty((4, hog_nc), np.float32)
+    row = np.empty(hog_nc, np.float32)
+    s = np.empty((3, 4, hog_nc), np.float32)
+    for y in range(y0, y1):
+        ly = y - y0
+        for lane in range(4):  # the 4 blocks around each cell
+            na = norm[ly + 1 - (lane & 1)]
+            nb = norm[ly + 2 - (lane & 1)]
+            db = 1 - (lane >> 1)
+            m = clip[lane]
+            k = scale[lane]
+            t = texture[lane]
+            for x in range(hog_nc):
+                b = x + db
+                z = ((na[b] + na[b + 1]) + nb[b]) + nb[b + 1]
                 nn = F32(0.2) * np.sqrt(z + eps)
-                nn4[lane] = nn
-                n4[lane] = F32(0.1) / nn
-                t4[lane] = F32(0.0)
-            hc = hist[y + 2, x + 2]
-            for o in range(0, 18, 3):
-                for lane in range(4):
-                    h0 = min(hc[o], nn4[lane]) * n4[lane]
-                    h1 = min(hc[o + 1], nn4[lane]) * n4[lane]
-                    h2 = min(hc[o + 2], nn4[lane]) * n4[lane]
-                    t4[lane] += (h0 + h1) + h2
-                for j in range(3):
-                    s0 = min(hc[o + j], nn4[0]) * n4[0]
-                    s1 = min(hc[o + j], nn4[1]) * n4[1]
-                    s2 = min(hc[o + j], nn4[2]) * n4[2]
-                    s3 = min(hc[o + j], nn4[3]) * n4[3]
-                    out[o + j, fy + y, fx + x] = (s0 + s1) + (s2 + s3)
-            for o in range(9):
-                h = hc[o] + hc[o + 9]
-                s0 = min(h, nn4[0]) * n4[0]
-                s1 = min(h, nn4[1]) * n4[1]
-                s2 = min(h, nn4[2]) * n4[2]
-                s3 = min(h, nn4[3]) * n4[3]
-                out[18 + o, fy + y, fx + x] = (s0 + s1) + (s2 + s3)
+                m[x] = nn
+                k[x] = F32(0.1) / nn
+                t[x] = F32(0.0)
+        m0, m1, m2, m3 = clip[0], clip[1], clip[2], clip[3]
+        k0, k1, k2, k3 = scale[0], scale[1], scale[2], scale[3]
+        hc = hist[ly + 1]
+        oy = fy + y
+        for o3 in range(0, 18, 3):  # signed orientations, texture sums in dlib's order
+            for j in range(3):
+                ho = hc[o3 + j, 2:2 + hog_nc]
+                sj = s[j]
+                for x in range(hog_nc):
+                    h = ho[x]
+                    s0 = min(h, m0[x]) * k0[x]
+                    s1 = min(h, m1[x]) * k1[x]
+                    s2 = min(h, m2[x]) * k2[x]
+                    s3 = min(h, m3[x]) * k3[x]
+                    sj[0, x] = s0
+                    sj[1, x] = s1
+                    sj[2, x] = s2
+                    sj[3, x] = s3
+                    row[x] = (s0 + s1) + (s2 + s3)
+                dst = out[o3 + j, oy, fx:fx + hog_nc]
+                for x in range(hog_nc):
+                    dst[x] = row[x]
             for lane in range(4):
-                out[27 + lane, fy + y, fx + x] = t4[lane] * F32(2 * 0.2357)
+                t = texture[lane]
+                for x in range(hog_nc):
+                    t[x] += (s[0, lane, x] + s[1, lane, x]) + s[2, lane, x]
+        for o in range(9):  # unsigned orientations
+            ha = hc[o, 2:2 + hog_nc]
+            hb = hc[o + 9, 2:2 + hog_nc]
+            for x in range(hog_nc):
+                h = ha[x] + hb[x]
+                s0 = min(h, m0[x]) * k0[x]
+                s1 = min(h, m1[x]) * k1[x]
+                s2 = min(h, m2[x]) * k2[x]
+                s3 = min(h, m3[x]) * k3[x]
+                row[x] = (s0 + s1) + (s2 + s3)
+            dst = out[18 + o, oy, fx:fx + hog_nc]
+            for x in range(hog_nc):
+                dst[x] = row[x]
+        for lane in range(4):
+            t = texture[lane]
+            dst = out[27 + lane, oy, fx:fx + hog_nc]
+            for x in range(hog_nc):
+                dst[x] = t[x] * F32(2 * 0.2357)
+
+
+# --- filter responses in the frequency domain ---------------------------------------------
+
+@njit(nogil=True, cache=True, fastmath={"contract"})
+def ccs_product(spectra, filt_re, filt_im, filt_ends, out, u0, u1):  # pragma: no cover
+    """``out[b, d] = sum_p spectra[b, p] * filter[d, p]`` (complex products) for the
+    spectrum rows [u0, u1) of every block b, all arrays in OpenCV's CCS layout of an M x N
+    real DFT (M, N even). The blocks are the inner loop: each filter spectrum row is read
+    from memory once for all of them.
+
+    ``spectra`` (B, P, M, N) float32: the feature planes' DFTs. ``filt_re``/``filt_im``
+    (M, D, P, N/2 - 1): real and imaginary parts of the (conjugated) filter spectra at the
+    complex columns 1 .. N-2 (pairs); ``filt_ends`` (2, M, D, P): the packed real columns
+    0 and N-1 (real rows 0 and M-1, pairs of rows (2j-1, 2j) in between). ``out``
+    (B, D, M, N).
+    """
+    n_blocks = spectra.shape[0]
+    n_planes = spectra.shape[1]
+    m_rows = spectra.shape[2]
+    n_cols = spectra.shape[3]
+    n_det = filt_re.shape[1]
+    half = filt_re.shape[3]
+    xr = np.empty((n_planes, half), np.float32)
+    xi = np.empty((n_planes, half), np.float32)
+    acc_r = np.empty(half, np.float32)
+    acc_i = np.empty(half, np.float32)
+    for u in range(u0, u1):
+        for blk in range(n_blocks):
+            sb = spectra[blk]
+            ob = out[blk]
+            for p in range(n_planes):
+                x = sb[p, u]
+                a = xr[p]
+                b = xi[p]
+                for k in range(half):
+                    a[k] = x[2 * k + 1]
+                    b[k] = x[2 * k + 2]
+            for d in range(n_det):
+                acc_r[:] = 0
+                acc_i[:] = 0
+                for p in range(n_planes):
+                    fr = filt_re[u, d, p]
+                    fi = filt_im[u, d, p]
+                    a = xr[p]
+                    b = xi[p]
+                    for k in range(half):
+                        acc_r[k] += a[k] * fr[k] - b[k] * fi[k]
+                        acc_i[k] += a[k] * fi[k] + b[k] * fr[k]
+                o = ob[d, u]
+                for k in range(half):
+                    o[2 * k + 1] = acc_r[k]
+                    o[2 * k + 2] = acc_i[k]
+            # the packed real columns: row u alone (rows 0, M-1) or the pair (u, u + 1)
+            for side in range(2):
+                c = 0 if side == 0 else n_cols - 1
+                if u == 0 or u == m_rows - 1:
+                    for d in range(n_det):
+                        t = F32(0.0)
+                        for p in range(n_planes):
+                            t += sb[p, u, c] * filt_ends[side, u, d, p]
+                        ob[d, u, c] = t
+                elif u % 2 == 1:
+                    for d in range(n_det):
+                        tr = F32(0.0)
+                        ti = F32(0.0)
+                        for p in range(n_planes):
+                            a_ = sb[p, u, c]
+                            b_ = sb[p, u + 1, c]
+                            fr_ = filt_ends[side, u, d, p]
+                            fi_ = filt_ends[side, u + 1, d, p]
+                            tr += a_ * fr_ - b_ * fi_
+                            ti += a_ * fi_ + b_ * fr_
+                        ob[d, u, c] = tr
+                        ob[d, u + 1, c] = ti

@@ -10,7 +10,8 @@
 
 The resize arithmetic is :mod:`facerec_server.dlibnet.resize` (float32 weights, columns in
 SIMD blocks of 4, a double-precision scalar tail, truncation to uint8), planned once per
-(input, output) size and run by the compiled :func:`.kernels.resize_rows`.
+(input, output) size and run by the compiled :func:`.kernels.resize_rows` on planar images
+(``(3, rows, cols)``: R, G, B planes; :func:`planar` converts).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import threading
 from collections import OrderedDict
 from typing import List, Tuple
 
+import cv2
 import numpy as np
 
 from ..dlibnet.resize import _cols, _rows, pyramid_up_size
@@ -74,10 +76,11 @@ class ResizePlan:
                      tlr.astype(np.float64), tb.astype(np.float64))
 
     def run(self, src: np.ndarray, out: np.ndarray, rows: Tuple[int, int] = None) -> None:
-        """Resize RGB uint8 ``src`` into ``out`` (output rows [lo, hi) of ``rows`` only)."""
+        """Resize planar uint8 ``src`` (3, rows, cols) into ``out`` (3, out rows, out cols),
+        output rows [lo, hi) of ``rows`` only."""
         lo, hi = rows if rows is not None else (0, self.out_shape[0])
         if self.trivial:
-            out[lo:hi] = 0
+            out[:, lo:hi] = 0
             return
         top, bottom, tb32, itb32 = self.rows
         left, lr, ilr, c_simd = self.cols
@@ -107,13 +110,37 @@ def resize_plan(in_nr: int, in_nc: int, out_nr: int, out_nc: int) -> ResizePlan:
     return plan
 
 
-def resize_rgb(src: np.ndarray, out_nr: int, out_nc: int) -> np.ndarray:
-    """dlib ``resize_image`` (bilinear) of an RGB uint8 image."""
-    out = np.empty((out_nr, out_nc, 3), np.uint8)
-    resize_plan(src.shape[0], src.shape[1], out_nr, out_nc).run(src, out)
+def planar(rgb: np.ndarray, out: np.ndarray = None) -> np.ndarray:
+    """(3, rows, cols) uint8 planes of an interleaved (rows, cols, 3) image (into ``out``)."""
+    if out is None:
+        out = np.empty((3,) + rgb.shape[:2], np.uint8)
+    if rgb.shape[0] and rgb.shape[1]:
+        cv2.split(rgb, [out[0], out[1], out[2]])
     return out
 
 
+def interleaved(planes: np.ndarray) -> np.ndarray:
+    """(rows, cols, 3) uint8 image of (3, rows, cols) planes."""
+    return np.ascontiguousarray(np.moveaxis(planes, 0, 2))
+
+
+def resize_planar(src: np.ndarray, out_nr: int, out_nc: int) -> np.ndarray:
+    """dlib ``resize_image`` (bilinear) of planar uint8 ``src`` (3, rows, cols)."""
+    out = np.empty((src.shape[0], out_nr, out_nc), np.uint8)
+    resize_plan(src.shape[1], src.shape[2], out_nr, out_nc).run(src, out)
+    return out
+
+
+def resize_rgb(src: np.ndarray, out_nr: int, out_nc: int) -> np.ndarray:
+    """dlib ``resize_image`` (bilinear) of an RGB uint8 image (rows, cols, 3)."""
+    return interleaved(resize_planar(planar(src), out_nr, out_nc))
+
+
+def pyramid_up_planar(src: np.ndarray) -> np.ndarray:
+    """dlib ``pyramid_up(img, pyramid_down<2>)`` of planar uint8 ``src`` (3, rows, cols)."""
+    return resize_planar(src, *pyramid_up_size(src.shape[1], src.shape[2]))
+
+
 def pyramid_up(src: np.ndarray) -> np.ndarray:
-    """dlib ``pyramid_up(img, pyramid_down<2>)`` of an RGB uint8 image."""
-    return resize_rgb(src, *pyramid_up_size(src.shape[0], src.shape[1]))
+    """dlib ``pyramid_up(img, pyramid_down<2>)`` of an RGB uint8 image (rows, cols, 3)."""
+    return interleaved(pyramid_up_planar(planar(src)))

@@ -1,6 +1,7 @@
 // People: the gallery (the core's Gallery through the bridge): people, their stored face
-// chips, rename (the gallery's rename) and forget. Naming anonymous identities here is not
-// done yet (use facerec-enroll name or the ~/name service).
+// chips, rename (the gallery's rename) and forget; the anonymous identities the server made
+// of strangers ("Not introduced yet"), each named here (the gallery's name_anonymous: a new
+// person, or added to an existing one).
 import { api, element, postJSON } from './common.js';
 
 const $ = (id) => document.getElementById(id);
@@ -52,17 +53,62 @@ function card(person, canRename) {
   return box;
 }
 
+function when(seconds) {
+  return seconds ? new Date(seconds * 1000).toLocaleString() : 'never';
+}
+
+function stranger(identity, canName) {
+  const chips = element('div', { class: 'chips' });
+  for (let i = 0; i < identity.chips; i += 1) {
+    chips.append(element('img', { class: 'chip', src: chipURL(identity.name, i), alt: `${identity.name} ${i + 1}` }));
+  }
+  if (!identity.chips) chips.append(element('p', { class: 'note', text: 'No face pictures stored with its samples.' }));
+  const where = identity.inputs.length ? ` on ${identity.inputs.join(', ')}` : '';
+  const name = element('input', { type: 'text', maxlength: '64', placeholder: 'who is this?', class: 'name-input', list: 'known-names' });
+  const button = element('button', { class: 'name-button', text: 'Name' });
+  if (!canName) {
+    name.disabled = true;
+    button.disabled = true;
+  }
+  const submit = async () => {
+    try {
+      const done = await postJSON('/api/people/name', { anonymous_id: identity.name, name: name.value.trim() });
+      status(done.message);
+      await load();
+    } catch (error) { status(error.message); }
+  };
+  button.addEventListener('click', submit);
+  name.addEventListener('keydown', (event) => { if (event.key === 'Enter') submit(); });
+  const box = element('div', { class: 'card anonymous' },
+    element('h3', { class: 'person-name', text: identity.name }),
+    element('p', { class: 'note', text: `${identity.samples} sample${identity.samples === 1 ? '' : 's'}; last seen ${when(identity.last_seen)}${where}` }),
+    chips,
+    element('div', { class: 'actions' }, name, button));
+  box.dataset.name = identity.name;
+  return box;
+}
+
 async function load() {
   const gallery = await api('/api/people');
   const cards = gallery.people.map((person) => card(person, gallery.can_rename));
   $('people-list').replaceChildren(...cards);
   if (!cards.length) $('people-list').append(element('p', { class: 'status', text: 'Nobody is enrolled yet.' }));
-  $('anonymous-section').hidden = !(gallery.anonymous && gallery.anonymous.length);
+  $('known-names').replaceChildren(...gallery.people.map((person) => element('option', { value: person.name })));
+  const strangers = gallery.anonymous || [];
+  $('anonymous-list').replaceChildren(...strangers.map((identity) => stranger(identity, gallery.can_name)));
+  $('anonymous-section').hidden = !strangers.length;
+  const more = gallery.anonymous_total - strangers.length;
+  $('anonymous-more').hidden = !(more > 0);
+  $('anonymous-more').textContent = more > 0 ? `${more} more, seen longer ago, are not listed.` : '';
 }
 
-export function enter() {
+function refresh() {
   status('');
   load().catch((error) => status(error.message));
 }
+
+$('people-refresh').addEventListener('click', refresh);
+
+export function enter() { refresh(); }
 
 export function leave() {}
