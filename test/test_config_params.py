@@ -311,3 +311,12 @@ def test_model_path_with_a_newline_is_named_on_one_line(tmp_path):
     with pytest.raises((ValueError, ModelError)) as refused:
         settings.apply_changes(params.defaults(), [Change])
     assert "\n" not in str(refused.value)
+
+
+def test_path_with_a_nul_is_refused_with_one_line():
+    """Found by test_fuzz (parameter validation): a face.models.* path "~\\x00" raised
+    ValueError ("embedded null byte", from the user lookup) instead of a refusal."""
+    from facerec_server import params
+    for value in ("~\x00", "/tmp/a\x00b.dat", "~nouser\x00/x"):
+        reason = params.BY_NAME["face.models.shape_predictor"].validate(value)
+        assert reason and "NUL" in reason and "\n" not in reason, (value, reason)

@@ -412,7 +412,8 @@ def test_fuzz_parameter_validation():
     _fuzz("parameter_validation", _params_target(), [st.sampled_from(_all_specs()),
                                                      _param_values],
           [(("server", params.BY_NAME["image_topics"]), ["9abc"]),  # issue 21 item 14
-           (("server", params.BY_NAME["face.padding"]), float("nan"))])  # found by fuzzing
+           (("server", params.BY_NAME["face.padding"]), float("nan")),  # found by fuzzing
+           (("server", params.BY_NAME["face.models.shape_predictor"]), "~\x00")])
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -67,8 +67,11 @@ def shown(path: str) -> str:
 
 def expand_user(path: str, what: str = "path") -> str:
     """``path`` with ``~`` / ``~user`` expanded; UnusableFile for a ``~user`` that names no
-    user on this machine."""
+    user on this machine, or for a path holding a NUL character (no file name can)."""
     path = os.fspath(path)
+    if "\x00" in str(path):
+        raise UnusableFile(f"{what} {path!r} holds a NUL character, which no file name can "
+                           "hold: give the path without it")
     expanded = os.path.expanduser(path)
     if expanded.startswith("~"):
         user = expanded[1:].split(os.sep, 1)[0]
