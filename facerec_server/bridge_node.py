@@ -50,6 +50,7 @@ import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -388,8 +389,11 @@ class FacerecBridge(Node):
         with self._pubs_lock:
             pub = self._image_pubs.get(token)
             if pub is None:
-                pub = self.create_publisher(CompressedImage,
-                                            f"~/clients/{token}/image/compressed", IMAGE_QOS)
+                # no QoS event handlers: this publisher is destroyed from the bridge's
+                # thread while the executor waits (see EcosystemOutputs._create)
+                pub = self.create_publisher(
+                    CompressedImage, f"~/clients/{token}/image/compressed", IMAGE_QOS,
+                    event_callbacks=PublisherEventCallbacks(use_default_callbacks=False))
                 self._image_pubs[token] = pub
             return pub
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from builtin_interfaces.msg import Time
+from rclpy.event_handler import PublisherEventCallbacks
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -128,9 +129,18 @@ class EcosystemOutputs:
     def is_on(self, output: str) -> bool:
         return self._on[output]
 
+    def _create(self, msg_type, topic: str, depth: int):
+        """A publisher without QoS event handlers. These publishers are created and destroyed
+        from the nodes' worker threads while the executor waits; rclpy's executor fails on
+        the event handler of a publisher destroyed under it ("InvalidHandle: cannot use
+        Destroyable because destruction was requested": the server died of it in a test)."""
+        return self._node.create_publisher(
+            msg_type, topic, depth,
+            event_callbacks=PublisherEventCallbacks(use_default_callbacks=False))
+
     def _open(self, output: str) -> None:
         from importlib import import_module
-        create = self._node.create_publisher
+        create = self._create
         if output == "hri":
             msg = import_module("hri_msgs.msg")
             self._pubs["tracked"] = create(msg.IdsList, "humans/faces/tracked", RESULTS_DEPTH)
@@ -224,7 +234,7 @@ class EcosystemOutputs:
         while len(self._faces) >= self._config.hri_max_faces:
             self._end(next(iter(self._faces)))
         from hri_msgs.msg import NormalizedRegionOfInterest2D as roi_type
-        create = self._node.create_publisher
+        create = self._create
         base = f"humans/faces/{fid}"
         entry = _Face(fid, create(roi_type, f"{base}/roi", RESULTS_DEPTH),
                       create(Image, f"{base}/cropped", IMAGES_DEPTH),

@@ -25,6 +25,7 @@ from collections import OrderedDict
 from typing import Dict, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage
 
@@ -84,14 +85,19 @@ class ServerWatch:
             if now - entry.seen > FORGET:
                 self._drop(entry)
                 continue
+            # no QoS event handlers on these subscriptions: they are destroyed from a
+            # callback while the executor waits, and rclpy's executor fails on the event
+            # handler of an entity destroyed under it (InvalidHandle)
             if entry.faces_sub is None:
                 entry.faces_sub = self.node.create_subscription(
                     FaceArray, f"{entry.name}/faces",
-                    lambda msg, e=entry: self.faces_callback(e, msg), 10)
+                    lambda msg, e=entry: self.faces_callback(e, msg), 10,
+                    event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
             if viewing and entry.frames_sub is None:
                 entry.frames_sub = self.node.create_subscription(
                     CompressedImage, f"{entry.name}/annotated/compressed",
-                    lambda msg, e=entry: self.frame_callback(e, msg), FRAME_QOS)
+                    lambda msg, e=entry: self.frame_callback(e, msg), FRAME_QOS,
+                    event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
             elif not viewing and entry.frames_sub is not None:
                 self.node.destroy_subscription(entry.frames_sub)
                 entry.frames_sub = None

@@ -47,7 +47,8 @@ class Proc:
         return cls(args, log_dir, name, **env)
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # also after stop(), for its assertion messages
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:
