@@ -267,14 +267,22 @@ client = node.create_client(Enroll, server + "/enroll")
 enrolled = name == ""
 while rclpy.ok():
     if not enrolled and client.service_is_ready():
+        # A request that arrives before the server matched this client's response reader
+        # gets no response (rmw: "failed to send response (timeout)"), likelier across a
+        # lossy link: give discovery a moment, and ask again when no answer comes (enrolling
+        # the same photo twice is harmless).
+        time.sleep(1.0)
         request = Enroll.Request(name=name, images=[CompressedImage(
             format="png", data=open(image, "rb").read())])
         future = client.call_async(request)
-        rclpy.spin_until_future_complete(node, future, timeout_sec=120)
+        rclpy.spin_until_future_complete(node, future, timeout_sec=20)
         if future.done():
             write(kind="enroll", success=future.result().success,
                   message=future.result().message)
             enrolled = future.result().success
+        else:
+            client.remove_pending_request(future)
+            write(kind="enroll_timeout")
     rclpy.spin_once(node, timeout_sec=0.1)
 '''
 
