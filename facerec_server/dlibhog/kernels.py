@@ -157,6 +157,34 @@ def _gradient_row(img, y, i0, i1, later, bidx, mag):  # pragma: no cover - compi
 
 
 @njit(nogil=True, cache=True)
+def column_weights(visible_nc, cell):  # pragma: no cover - compiled
+    """Per pixel column x = 1 .. visible_nc - 1 (index x - 1): the cell column it votes into
+    first and its two horizontal weights, as each of dlib's two paths computes them (its
+    8-column SIMD blocks up to ``simd_end``, then one column at a time); and ``simd_end``.
+    Shared by the fast kernel and the bit-exact reference (reference.py)."""
+    simd_end = 1
+    while simd_end < visible_nc - 7:
+        simd_end += 8
+    fcell = F32(cell)
+    width = visible_nc - 1
+    col = np.empty(width, np.int64)
+    wx0 = np.empty(width, np.float32)
+    wx1 = np.empty(width, np.float32)
+    for i in range(width):
+        x = i + 1
+        if x < simd_end:
+            xp = (F32(x) + F32(0.5)) / fcell + F32(0.5)
+            col[i] = int(xp)
+            wx0[i] = xp - F32(int(xp))
+        else:
+            xp = F32((float(x) + 0.5) / float(cell) - 0.5)
+            col[i] = int(np.floor(xp)) + 1
+            wx0[i] = F32(xp - F32(int(np.floor(xp))))
+        wx1[i] = F32(1.0) - wx0[i]
+    return simd_end, col, wx0, wx1
+
+
+@njit(nogil=True, cache=True)
 def fhog_rows(img, cell, bins, y0, y1, out, fy, fx):  # pragma: no cover - compiled
     """dlib's fhog features of the cell rows [y0, y1) of planar RGB uint8 ``img``: feature
     (o, y, x) goes to ``out[o, fy + y, fx + x]`` (float32). ``bins``: orientation of each
@@ -173,26 +201,9 @@ def fhog_rows(img, cell, bins, y0, y1, out, fy, fx):  # pragma: no cover - compi
         return
     visible_nr = min(cells_nr * cell, nr) - 1
     visible_nc = min(cells_nc * cell, nc) - 1
-    simd_end = 1
-    while simd_end < visible_nc - 7:
-        simd_end += 8
     fcell = F32(cell)
     width = visible_nc - 1  # pixels x = 1 .. visible_nc - 1
-    # per column: cell column and horizontal weights, as each of dlib's paths has them
-    col = np.empty(width, np.int64)
-    wx0 = np.empty(width, np.float32)
-    wx1 = np.empty(width, np.float32)
-    for i in range(width):
-        x = i + 1
-        if x < simd_end:
-            xp = (F32(x) + F32(0.5)) / fcell + F32(0.5)
-            col[i] = int(xp)
-            wx0[i] = xp - F32(int(xp))
-        else:
-            xp = F32((float(x) + 0.5) / float(cell) - 0.5)
-            col[i] = int(np.floor(xp)) + 1
-            wx0[i] = F32(xp - F32(int(np.floor(xp))))
-        wx1[i] = F32(1.0) - wx0[i]
+    simd_end, col, wx0, wx1 = column_weights(visible_nc, cell)
     split = min(simd_end - 1, width)
     hist_nc = cells_nc + 2
     # histogram rows [y0 + 1, y1 + 3) (dlib's hist row h at hist[h - y0 - 1]): those the

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import njit
+from .kernels import column_weights, njit
 
 F32 = np.float32
 
@@ -37,26 +37,10 @@ def fhog_level(img, cell, bins, out, fy, fx):  # pragma: no cover - compiled
     norm = np.zeros((cells_nr, cells_nc), np.float32)
     visible_nr = min(cells_nr * cell, nr) - 1
     visible_nc = min(cells_nc * cell, nc) - 1
-    simd_end = 1
-    while simd_end < visible_nc - 7:
-        simd_end += 8
     fcell = F32(cell)
     width = visible_nc - 1  # pixels x = 1 .. visible_nc - 1
     # per column: anchor cell column and horizontal weights, as each of dlib's paths has them
-    col = np.empty(width, np.int64)
-    wx0 = np.empty(width, np.float32)
-    wx1 = np.empty(width, np.float32)
-    for i in range(width):
-        x = i + 1
-        if x < simd_end:
-            xp = (F32(x) + F32(0.5)) / fcell + F32(0.5)
-            col[i] = int(xp)
-            wx0[i] = xp - F32(int(xp))
-        else:
-            xp = F32((float(x) + 0.5) / float(cell) - 0.5)
-            col[i] = int(np.floor(xp)) + 1
-            wx0[i] = F32(xp - F32(int(np.floor(xp))))
-        wx1[i] = F32(1.0) - wx0[i]
+    simd_end, col, wx0, wx1 = column_weights(visible_nc, cell)
     grad = np.empty((6, width), np.int32)
     length = np.empty((3, width), np.int32)
     best = np.empty(width, np.int64)
