@@ -67,7 +67,7 @@ from facerec_server.bridge.board import Board
 from facerec_server.bridge.config import AUTH_MODES
 from facerec_server.bridge.web import GalleryAccess, WebApp
 from facerec_server.bridge.protocol import sanitize_name
-from facerec_server.core import face_crops, face_workers
+from facerec_server.core import face_workers
 from facerec_server.core.anonymous import Strangers
 from facerec_server.core.enroll import Enroller
 from facerec_server.core.gallery import Gallery, GalleryError, GalleryMatcherSync
@@ -305,10 +305,8 @@ class FacerecBridge(Node):
                                              timeout=self._frame_timeout,
                                              max_pixels=settings.max_pixels).faces
                 if tracker is not None:  # anonymous identities and sightings
-                    frame = Frame(jpeg, "jpeg")
-                    self._strangers.observe(client.name, tracker, faces, now, chip=lambda face:
-                                            face_crops.chip_jpeg(frame.image(), face.box,
-                                                                 face.landmarks))
+                    self._strangers.observe(client.name, tracker, faces, now,
+                                            image=Frame(jpeg, "jpeg").image)
                 self._frames[client.name] = jpeg  # for _on_result (one frame per client)
         except ImageDecodeError as exc:
             raise UndecodableFrame(str(exc)) from None

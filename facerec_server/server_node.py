@@ -30,7 +30,7 @@ from facerec_msgs.srv import (Enroll, Forget, ListAnonymous, ListFaces, ListSamp
 from facerec_server import conversions, node_process, params
 from facerec_server.ecosystem_outputs import EcosystemOutputs, Frame
 from facerec_server.ros_params import declare
-from facerec_server.core import face_crops, face_workers
+from facerec_server.core import face_workers
 from facerec_server.core.anonymous import Strangers
 from facerec_server.core.enroll import Enroller
 from facerec_server.core.gallery import Gallery, GalleryError, GalleryMatcherSync
@@ -267,9 +267,7 @@ class FacerecServer(Node):
         faces = result.faces
         frame = Frame(data, msg.format)  # decoded here only for face pictures / crops
         if tracker is not None:  # anonymous identities and sightings (core.anonymous)
-            self._strangers.observe(
-                entry.topic, tracker, faces, stamp,
-                chip=lambda face: face_crops.chip_jpeg(frame.image(), face.box, face.landmarks))
+            self._strangers.observe(entry.topic, tracker, faces, stamp, image=frame.image)
         entry.stats.count("full_detections", int(result.full_detection))
         entry.stats.count("faces_described",
                           len(faces) if result.described is None else result.described)

@@ -35,6 +35,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .checks import is_int, is_number
+from .face_crops import chip_jpeg
 from .gallery import GalleryError, Sample
 from .match import confidence
 from .tracking import TRACK_CONFIRMED, Track
@@ -155,13 +156,13 @@ class Strangers:
 
     # --- per frame ------------------------------------------------------------------------
     def observe(self, source: str, tracker, faces, stamp: float,
-                chip: Optional[Callable[[object], Optional[bytes]]] = None) -> None:
+                image: Optional[Callable[[], Optional[np.ndarray]]] = None) -> None:
         """Fill ``anonymous_id`` of the unknown faces of confirmed tracks (creating or
         growing identities in the gallery) and count the sightings of one frame of input
         ``source`` (``faces`` from ``tracker.update``; ``stamp``: the frame's seconds).
-        ``chip(face)``: the face's picture (JPEG bytes, or None), stored with the newest
-        sample an identity gets from this frame, so that people can see whom it holds; it
-        is called only when samples are written."""
+        ``image()``: the frame (BGR, or None); the newest sample an identity gets from this
+        frame carries the face's aligned chip cut from it, so that people can see whom it
+        holds. It is called only when samples are written."""
         with self._lock:
             try:
                 for face in faces:
@@ -174,7 +175,8 @@ class Strangers:
                         self._visit(seen, face.name, source, stamp)
                     elif self._config.enabled:
                         identity = self._identity(
-                            track, seen, stamp, (lambda f=face: chip(f)) if chip else None)
+                            track, seen, stamp, (lambda f=face: chip_jpeg(
+                                image(), f.box, f.landmarks)) if image else None)
                         if identity:
                             face.anonymous_id = identity
                             face.anonymous_confidence = self._confidence(face, track, identity)
