@@ -212,6 +212,37 @@ def publish_until(graph: "Graph", pub, make_msg: Callable, collector: Collector,
     return False
 
 
+class FrameStream:
+    """Frames to a server input and their results: each frame is published on ``topic``
+    (re-stamped every 0.5 s: a frame may be lost) until ``node``'s FaceArray for it (that
+    stamp, from that input) arrives."""
+
+    def __init__(self, graph: "Graph", node: str, topic: str):
+        from facerec_msgs.msg import FaceArray
+        from sensor_msgs.msg import CompressedImage
+        self.graph, self.topic = graph, topic
+        self.results = graph.subscribe(FaceArray, f"{node}/faces")
+        self.pub = graph.publisher(CompressedImage, topic, 1)
+        assert graph.wait_for_subscribers(self.pub)
+
+    def send(self, image, timeout: float = 60.0):
+        data = jpeg(image)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = compressed(self.graph, data)
+            stamp = _stamp_key(msg)
+
+            def mine(result):
+                return _stamp_key(result) == stamp and result.source.endswith(self.topic)
+            self.pub.publish(msg)
+            if self.results.wait_for(lambda m: any(mine(r) for r in m), 0.5):
+                return next(r for r in self.results.messages if mine(r))
+        raise AssertionError(f"no FaceArray for a frame on {self.topic}")
+
+    def close(self) -> None:
+        self.graph.node.destroy_publisher(self.pub)
+
+
 def set_parameters(graph: "Graph", node: str, values: dict):
     """Call ``<node>/set_parameters`` (what ``ros2 param set`` does); returns the results."""
     from rcl_interfaces.srv import SetParameters

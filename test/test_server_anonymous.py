@@ -8,19 +8,18 @@ sizes, positions, the astronaut not mirrored) and after a restart of the server,
 naming, rename, merge, remove-sample and "this face is not X" change the next results.
 """
 import re
-import time
 
 import cv2
 import numpy as np
 import pytest
-from sensor_msgs.msg import CompressedImage
 
-from facerec_msgs.msg import Face, FaceArray
+from facerec_msgs.msg import Face
 from facerec_msgs.srv import (ListAnonymous, ListSamples, Merge, NameIdentity, NotPerson,
                               RemoveSample, Rename, Sightings)
 from facerec_server.core.gallery import Gallery
 from facerec_server.tools.track_scenes import Actor, Scene
-from rosutil import compressed, jpeg, start_node, wait_for_service
+from rosutil import FrameStream, start_node, wait_for_service
+from test_server_tracking import _by_position
 
 NODE = "/facerec_server"
 TOPICS = ("camera/image/compressed", "camera2/image/compressed")
@@ -70,42 +69,16 @@ def server(tmp_path_factory, module_graph):
     server.stop()
 
 
-class Stream:
-    """Each frame is published (re-stamped every 0.5 s) until its FaceArray arrives."""
+class Stream(FrameStream):
+    """A FrameStream to the server's ``topic`` that plays scenes."""
 
     def __init__(self, graph, topic):
-        self.graph, self.topic = graph, topic
-        self.results = graph.subscribe(FaceArray, f"{NODE}/faces")
-        self.pub = graph.publisher(CompressedImage, topic, 1)
-        assert graph.wait_for_subscribers(self.pub)
-
-    def send(self, image, timeout=60.0):
-        data = jpeg(image)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = compressed(self.graph, data)
-            stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-            self.pub.publish(msg)
-
-            def mine(r):
-                return (r.header.stamp.sec, r.header.stamp.nanosec) == stamp \
-                    and r.source.endswith(self.topic)
-            if self.results.wait_for(lambda m: any(mine(r) for r in m), 0.5):
-                return next(r for r in self.results.messages if mine(r))
-        raise AssertionError(f"no FaceArray for a frame on {self.topic}")
+        super().__init__(graph, NODE, topic)
 
     def play(self, scene, frames=None):
         """(left face, right face) of each frame."""
         return [_by_position(self.send(scene.render(i)))
                 for i in range(scene.frames if frames is None else frames)]
-
-    def close(self):
-        self.graph.node.destroy_publisher(self.pub)
-
-
-def _by_position(result):
-    assert len(result.faces) == 2, [(f.name, f.roi.x_offset) for f in result.faces]
-    return sorted(result.faces, key=lambda f: f.roi.x_offset)
 
 
 def _identities(pairs):

@@ -5,15 +5,14 @@ enrolled as 'eileen' through ~/enroll, walking past messi5's face, never enrolle
 time on the server's image topic and reads ~/faces: the server (its own process, default
 tracking parameters, HOG upsample 0) gives each person one track id and confirms the names.
 """
-import time
 
 import pytest
 from sensor_msgs.msg import CompressedImage
 
-from facerec_msgs.msg import Face, FaceArray
+from facerec_msgs.msg import Face
 from facerec_msgs.srv import Enroll
 from facerec_server.tools.track_scenes import Actor, Scene
-from rosutil import compressed, jpeg, set_parameters, start_node, wait_for_service
+from rosutil import FrameStream, jpeg, set_parameters, start_node, wait_for_service
 
 NODE = "/facerec_server"
 TOPIC = "camera/image/compressed"
@@ -44,33 +43,6 @@ def scene():
     return scene
 
 
-class Stream:
-    """One publisher and one subscription; each frame is published (re-stamped, resent every
-    0.5 s: images are best effort) until the server's FaceArray for it arrives."""
-
-    def __init__(self, graph):
-        self.graph = graph
-        self.results = graph.subscribe(FaceArray, f"{NODE}/faces")
-        self.pub = graph.publisher(CompressedImage, TOPIC, 1)
-        assert graph.wait_for_subscribers(self.pub)
-
-    def send(self, image, timeout=60.0):
-        data = jpeg(image)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = compressed(self.graph, data)
-            stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-            self.pub.publish(msg)
-            if self.results.wait_for(lambda m: any(
-                    (r.header.stamp.sec, r.header.stamp.nanosec) == stamp for r in m), 0.5):
-                return next(r for r in self.results.messages
-                            if (r.header.stamp.sec, r.header.stamp.nanosec) == stamp)
-        raise AssertionError("no FaceArray for a frame")
-
-    def close(self):
-        self.graph.node.destroy_publisher(self.pub)
-
-
 def _by_position(result):
     """(left face, right face) of a frame: eileen walks on the left, messi stands right."""
     assert len(result.faces) == 2, [(f.name, f.roi.x_offset) for f in result.faces]
@@ -78,7 +50,7 @@ def _by_position(result):
 
 
 def test_each_person_keeps_a_track_id_and_names_are_confirmed(server, module_graph, scene):
-    stream = Stream(module_graph)
+    stream = FrameStream(module_graph, NODE, TOPIC)
     try:
         results = [stream.send(scene.render(i)) for i in range(scene.frames)]
     finally:
@@ -99,7 +71,7 @@ def test_each_person_keeps_a_track_id_and_names_are_confirmed(server, module_gra
 
 
 def test_tracking_switched_off_and_on_at_runtime(server, module_graph, scene):
-    stream = Stream(module_graph)
+    stream = FrameStream(module_graph, NODE, TOPIC)
     try:
         [ok] = set_parameters(module_graph, NODE, {"face.tracking.enabled": False})
         assert ok.successful, ok.reason
