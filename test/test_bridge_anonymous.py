@@ -11,14 +11,13 @@ import time
 import cv2
 import numpy as np
 import pytest
-import trustme
 from websockets.asyncio.client import connect
 
 from facerec_msgs.msg import FaceArray
 from facerec_server.core.gallery import Gallery
 from facerec_server.tools.track_scenes import Actor, Scene
-from rosutil import Collector, jpeg, start_node
-from test_bridge_node import _free_port, _wait_port
+from rosutil import Collector, jpeg
+from test_bridge_node import start_bridge
 
 TOKEN = "anonymous-token-0123456789"
 CLIENT = "door_cam"
@@ -28,22 +27,11 @@ ANONYMOUS = re.compile(r"^unknown-\d+$")
 @pytest.fixture(scope="module")
 def bridge(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bridge_anonymous")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert.cert_chain_pems[0].write_to_path(str(tmp / "server.pem"))
-    cert.private_key_pem.write_to_path(str(tmp / "server.key"))
-    (tmp / "tokens").write_text(f"{CLIENT}:{TOKEN}\n")
-    port = _free_port()
-    proc = start_node("facerec_server.bridge_node", tmp, "bridge", "/**", {
-        "bridge.host": "127.0.0.1", "bridge.port": port, "bridge.web": False,
-        "bridge.certfile": str(tmp / "server.pem"), "bridge.keyfile": str(tmp / "server.key"),
-        "bridge.tokens_file": str(tmp / "tokens"), "gallery.path": str(tmp / "gallery.db"),
-        "workers": 1, "object_recognition.enabled": False})
-    _wait_port(port, proc)
-    import ssl
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    yield {"port": port, "context": context, "gallery": str(tmp / "gallery.db"), "proc": proc}
+    bridge = start_bridge(tmp, {"bridge.web": False, "gallery.path": str(tmp / "gallery.db"),
+                                "workers": 1, "object_recognition.enabled": False},
+                          node_key="/**", tokens=f"{CLIENT}:{TOKEN}\n")
+    proc = bridge["proc"]
+    yield dict(bridge, gallery=str(tmp / "gallery.db"))
     code = proc.stop()
     assert code == 0, f"bridge exit code {code}:\n{proc.output()}"
 

@@ -14,13 +14,12 @@ import os
 import time
 
 import pytest
-import trustme
 from websockets.asyncio.client import connect
 
 from facerec_msgs.msg import FaceArray
 from facerec_server import ecosystem
-from rosutil import Collector, jpeg, start_node
-from test_bridge_node import _free_port, _wait_port
+from rosutil import Collector, jpeg
+from test_bridge_node import start_bridge
 from test_server_ecosystem import _MISSING, _key, _stamp_key, pytestmark  # noqa: F401
 
 if not _MISSING:  # else pytestmark skips every test here, naming the package
@@ -42,28 +41,14 @@ def bridge(tmp_path_factory, astronaut):
     gallery = Gallery(str(tmp / "gallery.db"))
     gallery.add_samples("astronaut", [face.descriptor], source="test")
     gallery.close()
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert.cert_chain_pems[0].write_to_path(str(tmp / "server.pem"))
-    cert.private_key_pem.write_to_path(str(tmp / "server.key"))
-    (tmp / "tokens").write_text(f"door_cam:{TOKEN}\n")
-    port = _free_port()
-    proc = start_node("facerec_server.bridge_node", tmp, "bridge", "/**", {
-        "bridge.host": "127.0.0.1", "bridge.port": port, "bridge.web": False,
-        "bridge.certfile": str(tmp / "server.pem"), "bridge.keyfile": str(tmp / "server.key"),
-        "bridge.tokens_file": str(tmp / "tokens"), "gallery.path": str(tmp / "gallery.db"),
-        "workers": 1, "outputs.hri": True}, ["-r", f"__ns:={NS}"])
-    _wait_port(port, proc)
-    yield {"port": port, "context": _ssl_context(ca)}
+    bridge = start_bridge(tmp, {
+        "bridge.web": False, "gallery.path": str(tmp / "gallery.db"), "workers": 1,
+        "outputs.hri": True}, node_key="/**", tokens=f"door_cam:{TOKEN}\n",
+        extra_ros_args=["-r", f"__ns:={NS}"])
+    proc = bridge["proc"]
+    yield bridge
     code = proc.stop()
     assert code == 0, f"bridge exit code {code}:\n{proc.log_path.read_text()}"
-
-
-def _ssl_context(ca):
-    import ssl
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 def test_client_faces_as_detections_annotations_and_rep155(bridge, graph, astronaut):

@@ -47,6 +47,31 @@ def _wait_port(port: int, proc, timeout: float = 90.0) -> None:
     raise AssertionError(f"bridge not listening after {timeout} s:\n{proc.output()}")
 
 
+def start_bridge(tmp, values: dict, node_key: str = "facerec_bridge", tokens: str = "",
+                 extra_ros_args=None) -> dict:
+    """A real facerec_bridge on a free loopback port, with a certificate from a fresh test CA
+    (``tmp``/server.pem, server.key) and, when ``tokens`` is given, that text as
+    ``tmp``/tokens; ``values``: its other parameters. Returns ``{"port", "context" (a client
+    SSL context trusting the CA), "proc"}`` once it listens."""
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    server.cert_chain_pems[0].write_to_path(str(tmp / "server.pem"))
+    server.private_key_pem.write_to_path(str(tmp / "server.key"))
+    values = dict(values, **{"bridge.certfile": str(tmp / "server.pem"),
+                             "bridge.keyfile": str(tmp / "server.key")})
+    if tokens:
+        (tmp / "tokens").write_text(tokens)
+        values["bridge.tokens_file"] = str(tmp / "tokens")
+    port = _free_port()
+    proc = start_node("facerec_server.bridge_node", tmp, "bridge", node_key,
+                      dict(values, **{"bridge.host": "127.0.0.1", "bridge.port": port}),
+                      extra_ros_args)
+    _wait_port(port, proc)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return {"port": port, "context": context, "proc": proc}
+
+
 @pytest.fixture(scope="module")
 def bridge(tmp_path_factory, astronaut):
     from facerec_server.core.gallery import Gallery
@@ -57,26 +82,17 @@ def bridge(tmp_path_factory, astronaut):
     gallery = Gallery(str(tmp / "gallery.db"))
     gallery.add_samples("astronaut", [biggest.descriptor], source="test")
     gallery.close()
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1")
-    server.cert_chain_pems[0].write_to_path(str(tmp / "server.pem"))
-    server.private_key_pem.write_to_path(str(tmp / "server.key"))
-    (tmp / "tokens").write_text(f"robot_cam:{TOKEN}\nintruder:{INTRUDER}\n" + "".join(
-        f"{name}:{token}\n" for name, token in NAMED.items()))
-    port = _free_port()
-    proc = start_node("facerec_server.bridge_node", tmp, "bridge", "facerec_bridge", {
-        "bridge.host": "127.0.0.1", "bridge.port": port,
-        "bridge.certfile": str(tmp / "server.pem"), "bridge.keyfile": str(tmp / "server.key"),
-        "bridge.tokens_file": str(tmp / "tokens"), "gallery.path": str(tmp / "gallery.db"),
+    bridge = start_bridge(tmp, {
+        "gallery.path": str(tmp / "gallery.db"),
         "face.upsample": 1, "workers": 1, "diagnostics_period": 0.5,
         "object_recognition.models": ["slow"], "object_recognition.max_rate": 20.0,
         "object_recognition.slow.type": "mmod", "object_recognition.slow.label": "face",
         "object_recognition.slow.path": str(default_model_path("cnn_detector")),
-        "object_recognition.slow.max_side": 384})
-    _wait_port(port, proc)
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    yield {"port": port, "context": context, "proc": proc}
+        "object_recognition.slow.max_side": 384},
+        tokens=f"robot_cam:{TOKEN}\nintruder:{INTRUDER}\n" + "".join(
+            f"{name}:{token}\n" for name, token in NAMED.items()))
+    proc = bridge["proc"]
+    yield bridge
     code = proc.stop()
     assert code == 0, f"bridge exit code {code}:\n{proc.output()}"
 

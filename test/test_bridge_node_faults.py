@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from rosutil import jpeg, start_node
-from test_bridge_node import _free_port, _wait_port
+from rosutil import jpeg
+from test_bridge_node import start_bridge
 
 FRAME_TIMEOUT = 6.0
 
@@ -44,24 +44,13 @@ def _face_workers(pid: int):
 
 @pytest.fixture(scope="module")
 def bridge(tmp_path_factory):
-    import trustme
     tmp = tmp_path_factory.mktemp("bridge_faults")
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1")
-    server.cert_chain_pems[0].write_to_path(str(tmp / "server.pem"))
-    server.private_key_pem.write_to_path(str(tmp / "server.key"))
-    port = _free_port()
-    proc = start_node("facerec_server.bridge_node", tmp, "bridge", "facerec_bridge", {
-        "bridge.host": "127.0.0.1", "bridge.port": port, "bridge.auth": "none",
-        "bridge.certfile": str(tmp / "server.pem"), "bridge.keyfile": str(tmp / "server.key"),
-        "bridge.frame_timeout": FRAME_TIMEOUT, "bridge.publish_images": False,
-        "gallery.path": str(tmp / "gallery.db"), "workers": 1,
+    bridge = start_bridge(tmp, {
+        "bridge.auth": "none", "bridge.frame_timeout": FRAME_TIMEOUT,
+        "bridge.publish_images": False, "gallery.path": str(tmp / "gallery.db"), "workers": 1,
         "object_recognition.enabled": False})
-    _wait_port(port, proc)
-    import ssl
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    yield {"port": port, "context": context, "proc": proc}
+    proc = bridge["proc"]
+    yield bridge
     code = proc.stop()
     assert code == 0, f"bridge exit code {code}:\n{proc.output()}"
 
