@@ -37,7 +37,7 @@ def face_to_msg(face: FaceResult, with_descriptor: bool) -> Face:
     msg.detection_score = float(face.detection_score)
     msg.track_id = int(face.track_id)
     msg.track_state = int(face.track_state)
-    msg.anonymous_id = str(getattr(face, "anonymous_id", "") or "")
+    msg.anonymous_id = face.anonymous_id
     if face.landmarks is not None:
         msg.landmarks = [Point32(x=float(x), y=float(y), z=0.0)
                          for x, y in np.asarray(face.landmarks, dtype=np.float32)]

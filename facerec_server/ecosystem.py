@@ -83,14 +83,14 @@ def person_of(face: FaceResult) -> Optional[str]:
     face: ``FaceResult.anonymous_id``) is an identity too, as ROS4HRI gives unknown faces
     permanent person ids.
     """
-    identity = face.name or getattr(face, "anonymous_id", "")
+    identity = face.name or face.anonymous_id
     return person_id(identity) if identity else None
 
 
 def match_confidence(face: FaceResult) -> float:
     """The confidence of :func:`person_of`'s match: the face's match confidence to its known
     person, or to its anonymous identity's samples."""
-    return face.confidence if face.name else getattr(face, "anonymous_confidence", 0.0)
+    return face.confidence if face.name else face.anonymous_confidence
 
 
 # --- ROS4HRI (hri_msgs) ---------------------------------------------------------------------
@@ -156,7 +156,7 @@ def face_annotations(header, faces: Sequence[FaceResult], ids: Sequence[str]):
     items = []
     for face, fid in zip(faces, ids):
         text = f"{face.name} {face.confidence:.2f}" if face.name else (
-            getattr(face, "anonymous_id", "") or UNKNOWN)
+            face.anonymous_id or UNKNOWN)
         if fid:
             text += f" [{fid}]"
         items.append((face.box, text, KNOWN_COLOUR if face.name else UNKNOWN_COLOUR, None))
