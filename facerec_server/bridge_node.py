@@ -186,7 +186,9 @@ class FacerecBridge(Node):
         self._pool.warmup(self.settings.face, self._model_paths)
         self._outputs = EcosystemOutputs(self, self.settings.outputs, "b",
                                          lambda: self.settings.tracking.lost_timeout)
-        self._frames: Dict[str, bytes] = {}  # client name -> frame being processed
+        # client name -> its frame being processed (decoded at most once, for face pictures
+        # and the ecosystem's crops)
+        self._frames: Dict[str, Frame] = {}
         # face tracks per client name (a rename or a departure ends that client's tracks)
         self._trackers = TrackerSet(self.settings.tracking, capacity=config.max_clients,
                                     on_end=self._track_ended)
@@ -304,10 +306,10 @@ class FacerecBridge(Node):
                                              self._matcher, tracker, now,
                                              timeout=self._frame_timeout,
                                              max_pixels=settings.max_pixels).faces
+                frame = Frame(jpeg, "jpeg")
                 if tracker is not None:  # anonymous identities and sightings
-                    self._strangers.observe(client.name, tracker, faces, now,
-                                            image=Frame(jpeg, "jpeg").image)
-                self._frames[client.name] = jpeg  # for _on_result (one frame per client)
+                    self._strangers.observe(client.name, tracker, faces, now, image=frame.image)
+                self._frames[client.name] = frame  # for _on_result (one frame per client)
         except ImageDecodeError as exc:
             raise UndecodableFrame(str(exc)) from None
         except face_workers.WorkerCrashed as exc:
@@ -422,7 +424,7 @@ class FacerecBridge(Node):
             self._faces_pub.publish(conversions.face_array(
                 header, name, faces, processing_time, self.settings.publish_descriptors))
             if frame is not None:
-                self._outputs.faces(header, faces, Frame(frame, "jpeg"))
+                self._outputs.faces(header, faces, frame)
 
     # --- diagnostics -------------------------------------------------------------------------
     def _diagnostics(self) -> None:
