@@ -234,23 +234,25 @@ class _Layout:
         self.corners = np.array(self.corners, np.int64).reshape(-1, 2)
 
     def _bands(self, cell: int, threads: int) -> List[List[Tuple[int, int, int]]]:
-        """fhog work units: lists of (level, first cell row, end cell row). Levels larger
-        than a share of the whole are cut into bands; the small ones share one unit."""
-        cost = [(hr + 2) * (hc + 2) for hr, hc in self.hogs]
-        total = sum(cost)
-        share = max(total / max(2 * threads, 1), 1)
+        """fhog work units: lists of (level, first cell row, end cell row). A level is one
+        unit (bands recompute the two histogram rows they share with their neighbours), cut
+        into bands only when it is a large share of a thread's work; the smallest levels
+        (together at most 1/16 of the whole) share one unit."""
+        cost = [(hr + 2) * (hc + 2) if hr and hc else 0 for hr, hc in self.hogs]
+        total = max(sum(cost), 1)
+        levels = [level for level, c in enumerate(cost) if c]
+        tail: List[int] = []
+        while threads > 1 and len(levels) > 1 and (
+                sum(cost[i] for i in tail) + cost[levels[-1]]) * 16 <= total:
+            tail.insert(0, levels.pop())
         units: List[List[Tuple[int, int, int]]] = []
-        small: List[Tuple[int, int, int]] = []
-        for level, (hr, hc) in enumerate(self.hogs):
-            if hr == 0 or hc == 0:
-                continue
-            if cost[level] < share / 3 and threads > 1:
-                small.append((level, 0, hr))
-                continue
-            parts = max(1, min(math.ceil(cost[level] / share), hr // 4)) if threads > 1 else 1
+        for level in levels:
+            hr = self.hogs[level][0]
+            parts = (max(1, min(math.ceil(cost[level] * threads / (0.75 * total)), hr // 8))
+                     if threads > 1 else 1)
             units.extend([[(level, a, b)] for a, b in _split(hr, parts)])
-        if small:
-            units.append(small)
+        if tail:
+            units.append([(level, 0, self.hogs[level][0]) for level in tail])
         return units
 
 

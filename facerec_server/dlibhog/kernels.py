@@ -66,6 +66,11 @@ def resize_rows(src, out, r0, r1, top, bottom, tb32, itb32, left, lr, ilr, c_sim
     # two source rows' gathered (left, right) pixels per plane, and which rows they are
     held = np.empty((2, planes, 2, max(c_simd, 1)), np.uint8)
     slot_row = np.full(2, -1, np.int64)
+    # one output row's four float32 weights per column (dlib's products), for all planes
+    w_tl = np.empty(c_simd, np.float32)
+    w_tr = np.empty(c_simd, np.float32)
+    w_bl = np.empty(c_simd, np.float32)
+    w_br = np.empty(c_simd, np.float32)
     for r in range(r0, r1):
         t = top[r]
         b = bottom[r]
@@ -84,6 +89,11 @@ def resize_rows(src, out, r0, r1, top, bottom, tb32, itb32, left, lr, ilr, c_sim
         it = itb32[r]
         bt = tb32[r]
         tbd = tb[r]
+        for c in range(c_simd):
+            w_tl[c] = it * ilr[c]
+            w_tr[c] = it * lr[c]
+            w_bl[c] = bt * ilr[c]
+            w_br[c] = bt * lr[c]
         for k in range(planes):
             tl_ = held[st, k, 0]
             tr_ = held[st, k, 1]
@@ -91,10 +101,8 @@ def resize_rows(src, out, r0, r1, top, bottom, tb32, itb32, left, lr, ilr, c_sim
             br_ = held[sb, k, 1]
             o = out[k, r]
             for c in range(c_simd):
-                wl = ilr[c]
-                wr = lr[c]
-                v = ((((it * wl) * F32(tl_[c]) + (it * wr) * F32(tr_[c]))
-                      + (bt * wl) * F32(bl_[c])) + (bt * wr) * F32(br_[c]))
+                v = (((w_tl[c] * F32(tl_[c]) + w_tr[c] * F32(tr_[c]))
+                      + w_bl[c] * F32(bl_[c])) + w_br[c] * F32(br_[c]))
                 o[c] = np.uint8(np.int32(v))
             srow_t = src[k, t]
             srow_b = src[k, b]
@@ -210,7 +218,11 @@ def fhog_rows(img, cell, bins, y0, y1, out, fy, fx):  # pragma: no cover - compi
     # features of cell rows [y0, y1) read; (orientation, column) per row
     n_hist = y1 - y0 + 2
     hist = np.zeros((n_hist, 18, hist_nc), np.float32)
-    acc = np.zeros((4, 18, hist_nc), np.float32)
+    n_acc = 18 * hist_nc
+    flat = hist.reshape((n_hist, n_acc))
+    acc = np.zeros((2, n_acc), np.float32)  # (orientation, column) of one pixel row, 2 lanes
+    a0 = acc[0]
+    a1 = acc[1]
     bidx = np.empty(width, np.int32)
     mag = np.empty(width, np.float32)
     for y in range(max(1, cell * (y0 - 1)), min(visible_nr, cell * (y1 + 3))):
@@ -223,21 +235,25 @@ def fhog_rows(img, cell, bins, y0, y1, out, fy, fx):  # pragma: no cover - compi
         vy1 = F32(F32(1.0) - vy0)
         _gradient_row(img, y, 0, split, True, bidx, mag)
         _gradient_row(img, y, split, width, False, bidx, mag)
-        for i in range(width):  # 4 partial sums: no chain of adds to one cell
-            o = bins[bidx[i]]
-            c = col[i]
+        for i in range(width):  # 2 partial sums: no chain of adds to one cell
+            k = np.int64(bins[bidx[i]]) * hist_nc + col[i]
             v = mag[i]
-            a = acc[i & 3, o]
-            a[c] += wx1[i] * v
-            a[c + 1] += wx0[i] * v
-        for h, w in ((h_top, vy1), (h_top + 1, vy0)):
-            if 0 <= h < n_hist:
-                dst = hist[h]
-                for o in range(18):
-                    for c in range(hist_nc):
-                        dst[o, c] += w * ((acc[0, o, c] + acc[1, o, c])
-                                          + (acc[2, o, c] + acc[3, o, c]))
-        acc[:] = 0
+            a = acc[i & 1]
+            a[k] += wx1[i] * v
+            a[k + 1] += wx0[i] * v
+        # the row's votes into its two histogram rows, the lanes cleared in the same pass
+        top = flat[min(max(h_top, 0), n_hist - 1)]
+        bottom = flat[min(max(h_top + 1, 0), n_hist - 1)]
+        if h_top < 0:  # only the lower row is in this band
+            vy1 = F32(0.0)
+        if h_top + 1 >= n_hist:  # only the upper one
+            vy0 = F32(0.0)
+        for k in range(n_acc):
+            s = a0[k] + a1[k]
+            top[k] += vy1 * s
+            bottom[k] += vy0 * s
+            a0[k] = 0
+            a1[k] = 0
     # gradient energy of each cell: norm[r] belongs to dlib's cell row y0 + r
     norm = np.zeros((n_hist, cells_nc), np.float32)
     for r in range(n_hist):
