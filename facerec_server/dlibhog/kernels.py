@@ -267,8 +267,6 @@ def fhog_rows(img, cell, bins, y0, y1, out, fy, fx):  # pragma: no cover - compi
     clip = np.empty((4, hog_nc), np.float32)  # 0.2 * block norm per lane (dlib's nn)
     scale = np.empty((4, hog_nc), np.float32)  # 0.1 / that (dlib's n)
     texture = np.empty((4, hog_nc), np.float32)
-    row = np.empty(hog_nc, np.float32)
-    s = np.empty((3, 4, hog_nc), np.float32)
     for y in range(y0, y1):
         ly = y - y0
         for lane in range(4):  # the 4 blocks around each cell
@@ -289,41 +287,48 @@ def fhog_rows(img, cell, bins, y0, y1, out, fy, fx):  # pragma: no cover - compi
         k0, k1, k2, k3 = scale[0], scale[1], scale[2], scale[3]
         hc = hist[ly + 1]
         oy = fy + y
+        t0, t1, t2, t3 = texture[0], texture[1], texture[2], texture[3]
         for o3 in range(0, 18, 3):  # signed orientations, texture sums in dlib's order
-            for j in range(3):
-                ho = hc[o3 + j, 2:2 + hog_nc]
-                sj = s[j]
-                for x in range(hog_nc):
-                    h = ho[x]
-                    s0 = min(h, m0[x]) * k0[x]
-                    s1 = min(h, m1[x]) * k1[x]
-                    s2 = min(h, m2[x]) * k2[x]
-                    s3 = min(h, m3[x]) * k3[x]
-                    sj[0, x] = s0
-                    sj[1, x] = s1
-                    sj[2, x] = s2
-                    sj[3, x] = s3
-                    row[x] = (s0 + s1) + (s2 + s3)
-                dst = out[o3 + j, oy, fx:fx + hog_nc]
-                for x in range(hog_nc):
-                    dst[x] = row[x]
-            for lane in range(4):
-                t = texture[lane]
-                for x in range(hog_nc):
-                    t[x] += (s[0, lane, x] + s[1, lane, x]) + s[2, lane, x]
+            ha = hc[o3, 2:2 + hog_nc]
+            hb = hc[o3 + 1, 2:2 + hog_nc]
+            hh = hc[o3 + 2, 2:2 + hog_nc]
+            da = out[o3, oy, fx:fx + hog_nc]
+            db_ = out[o3 + 1, oy, fx:fx + hog_nc]
+            dc = out[o3 + 2, oy, fx:fx + hog_nc]
+            for x in range(hog_nc):
+                a = ha[x]
+                b = hb[x]
+                c = hh[x]
+                a0 = min(a, m0[x]) * k0[x]
+                a1 = min(a, m1[x]) * k1[x]
+                a2 = min(a, m2[x]) * k2[x]
+                a3 = min(a, m3[x]) * k3[x]
+                b0 = min(b, m0[x]) * k0[x]
+                b1 = min(b, m1[x]) * k1[x]
+                b2 = min(b, m2[x]) * k2[x]
+                b3 = min(b, m3[x]) * k3[x]
+                c0 = min(c, m0[x]) * k0[x]
+                c1 = min(c, m1[x]) * k1[x]
+                c2 = min(c, m2[x]) * k2[x]
+                c3 = min(c, m3[x]) * k3[x]
+                da[x] = (a0 + a1) + (a2 + a3)
+                db_[x] = (b0 + b1) + (b2 + b3)
+                dc[x] = (c0 + c1) + (c2 + c3)
+                t0[x] += (a0 + b0) + c0
+                t1[x] += (a1 + b1) + c1
+                t2[x] += (a2 + b2) + c2
+                t3[x] += (a3 + b3) + c3
         for o in range(9):  # unsigned orientations
             ha = hc[o, 2:2 + hog_nc]
             hb = hc[o + 9, 2:2 + hog_nc]
+            dst = out[18 + o, oy, fx:fx + hog_nc]
             for x in range(hog_nc):
                 h = ha[x] + hb[x]
                 s0 = min(h, m0[x]) * k0[x]
                 s1 = min(h, m1[x]) * k1[x]
                 s2 = min(h, m2[x]) * k2[x]
                 s3 = min(h, m3[x]) * k3[x]
-                row[x] = (s0 + s1) + (s2 + s3)
-            dst = out[18 + o, oy, fx:fx + hog_nc]
-            for x in range(hog_nc):
-                dst[x] = row[x]
+                dst[x] = (s0 + s1) + (s2 + s3)
         for lane in range(4):
             t = texture[lane]
             dst = out[27 + lane, oy, fx:fx + hog_nc]
