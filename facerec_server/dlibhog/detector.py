@@ -356,22 +356,23 @@ class FhogDetector:
     def block_spectra(self, rows: int, cols: int):
         """The filters' DFTs (placed at the origin of a rows x cols block), conjugated, as
         :func:`.kernels.ccs_product` takes them: (real, imaginary) parts of the complex
-        columns, (rows, D, 31, cols/2 - 1) float32 each, and the packed real columns
-        (2, rows, D, 31) float32."""
+        columns, (rows, D, 31, cols/2 - 1 padded with zeros to a multiple of 16) float32
+        each, and the packed real columns (2, rows, D, 31) float32."""
         def make():
             fr, fc = self.filter_size
             n_det, n_planes = self.filters.shape[:2]
             half = cols // 2 - 1
-            re = np.empty((rows, n_det, n_planes, half), np.float32)
-            im = np.empty((rows, n_det, n_planes, half), np.float32)
+            padded = -(-half // 16) * 16  # whole vector iterations in the products kernel
+            re = np.zeros((rows, n_det, n_planes, padded), np.float32)
+            im = np.zeros((rows, n_det, n_planes, padded), np.float32)
             ends = np.empty((2, rows, n_det, n_planes), np.float32)
             padded = np.zeros((rows, cols), np.float64)
             for d in range(n_det):
                 for p in range(n_planes):
                     padded[:fr, :fc] = self.filters[d, p]
                     ccs = cv2.dft(padded)
-                    re[:, d, p] = ccs[:, 1:cols - 1:2]
-                    im[:, d, p] = -ccs[:, 2:cols - 1:2]
+                    re[:, d, p, :half] = ccs[:, 1:cols - 1:2]
+                    im[:, d, p, :half] = -ccs[:, 2:cols - 1:2]
                     for side, c in enumerate((0, cols - 1)):
                         column = ccs[:, c].copy()
                         column[2:rows - 1:2] *= -1  # imaginary parts of the row pairs

@@ -346,8 +346,9 @@ def ccs_product(spectra, filt_re, filt_im, filt_ends, out, u0, u1):  # pragma: n
     from memory once for all of them.
 
     ``spectra`` (B, P, M, N) float32: the feature planes' DFTs. ``filt_re``/``filt_im``
-    (M, D, P, N/2 - 1): real and imaginary parts of the (conjugated) filter spectra at the
-    complex columns 1 .. N-2 (pairs); ``filt_ends`` (2, M, D, P): the packed real columns
+    (M, D, P, >= N/2 - 1): real and imaginary parts of the (conjugated) filter spectra at
+    the complex columns 1 .. N-2 (pairs), zero after N/2 - 1 (padded to whole vectors);
+    ``filt_ends`` (2, M, D, P): the packed real columns
     0 and N-1 (real rows 0 and M-1, pairs of rows (2j-1, 2j) in between). ``out``
     (B, D, M, N).
     """
@@ -356,11 +357,12 @@ def ccs_product(spectra, filt_re, filt_im, filt_ends, out, u0, u1):  # pragma: n
     m_rows = spectra.shape[2]
     n_cols = spectra.shape[3]
     n_det = filt_re.shape[1]
-    half = filt_re.shape[3]
-    xr = np.empty((n_planes, half), np.float32)
-    xi = np.empty((n_planes, half), np.float32)
-    acc_r = np.empty(half, np.float32)
-    acc_i = np.empty(half, np.float32)
+    half = n_cols // 2 - 1
+    padded = filt_re.shape[3]  # >= half, zeros after half: whole vector iterations
+    xr = np.zeros((n_planes, padded), np.float32)
+    xi = np.zeros((n_planes, padded), np.float32)
+    acc_r = np.empty(padded, np.float32)
+    acc_i = np.empty(padded, np.float32)
     for u in range(u0, u1):
         for blk in range(n_blocks):
             sb = spectra[blk]
@@ -380,7 +382,7 @@ def ccs_product(spectra, filt_re, filt_im, filt_ends, out, u0, u1):  # pragma: n
                     fi = filt_im[u, d, p]
                     a = xr[p]
                     b = xi[p]
-                    for k in range(half):
+                    for k in range(padded):
                         acc_r[k] += a[k] * fr[k] - b[k] * fi[k]
                         acc_i[k] += a[k] * fi[k] + b[k] * fr[k]
                 o = ob[d, u]
