@@ -110,23 +110,86 @@ def _split(n: int, parts: int) -> List[Tuple[int, int]]:
     return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
 
 
-def _shelf_pack(sizes: Sequence[Tuple[int, int]], gap: int, margins: Tuple[int, int, int, int]):
-    """Origins of boxes (rows, cols) packed on shelves in order (the first shelf holds the
-    first two boxes side by side); ``margins`` (top, left, bottom, right). Returns
-    (origins, (rows, cols) of the whole)."""
-    top, left, bottom, right = margins
-    limit = sizes[0][1] + (gap + sizes[1][1] if len(sizes) > 1 else 0)
+def _skyline(boxes: Sequence[Tuple[int, int]], width: int):
+    """Bottom-left skyline packing of (rows, cols) boxes, in order, into a strip ``width``
+    wide: [(top, left)] and the height used (None when a box is wider than the strip)."""
+    sky = [(0, width, 0)]  # (left, width, top of the free space) across the strip
     origins = []
-    shelf_top, shelf_height, x, width = top, 0, left, 0
-    for rows, cols in sizes:
-        if x > left and x + cols > left + limit:
-            shelf_top += shelf_height + gap
-            shelf_height, x = 0, left
-        origins.append((shelf_top, x))
-        shelf_height = max(shelf_height, rows)
-        x += cols + gap
-        width = max(width, x - gap)
-    return origins, (shelf_top + shelf_height + bottom, width + right)
+    for rows, cols in boxes:
+        if cols > width:
+            return None, None
+        best = None
+        for i, (x, _, _) in enumerate(sky):
+            if x + cols > width:
+                break
+            y, j, end = 0, i, x
+            while end < x + cols:
+                y = max(y, sky[j][2])
+                end = sky[j][0] + sky[j][1]
+                j += 1
+            if best is None or (y, x) < best:
+                best = (y, x)
+        y, x = best
+        origins.append((y, x))
+        pieces = []
+        for sx, sw, sy in sky:
+            if sx + sw <= x or sx >= x + cols:
+                pieces.append((sx, sw, sy))
+                continue
+            if sx < x:
+                pieces.append((sx, x - sx, sy))
+            if sx + sw > x + cols:
+                pieces.append((x + cols, sx + sw - x - cols, sy))
+        pieces.append((x, cols, y + rows))
+        pieces.sort()
+        sky = []
+        for piece in pieces:
+            if sky and sky[-1][2] == piece[2] and sky[-1][0] + sky[-1][1] == piece[0]:
+                sky[-1] = (sky[-1][0], sky[-1][1] + piece[1], piece[2])
+            else:
+                sky.append(piece)
+    return origins, max(top for _, _, top in sky)
+
+
+def _blocks_along(n: int, f: int) -> Tuple[int, List[int]]:
+    """FFT block size and block origins along one canvas axis of n cells (filter f)."""
+    size = _even_dft_size(n)
+    if size <= MAX_FFT:
+        return size, [0]
+    count = -(-(n - f + 1) // (MAX_FFT - f + 1))
+    size = _even_dft_size(-(-(n - f + 1) // count) + f - 1)
+    return size, list(range(0, n - f + 1, size - f + 1))
+
+
+def _pack(sizes: Sequence[Tuple[int, int]], gap: int, filter_rows: int, filter_cols: int):
+    """Origins of the levels' cells (rows, cols) in the canvas and the canvas's (rows, cols):
+    each level with ``gap`` empty cells below and to its right, half a filter of margin at
+    the top and left; the strip width whose packing needs the least FFT area (blocks x
+    block size) wins."""
+    top, left = (filter_rows - 1) // 2, (filter_cols - 1) // 2
+    boxes = [(rows + gap, cols + gap) for rows, cols in sizes if rows and cols]
+    if not boxes:
+        return [(top, left)] * len(sizes), (top + gap, left + gap)
+    narrow, wide = max(c for _, c in boxes), sum(c for _, c in boxes)
+    widths = set(range(narrow, wide + 1, max(1, (wide - narrow) // 200)))
+    widths.add(wide)
+    best = None
+    for width in sorted(widths):
+        origins, height = _skyline(boxes, width)
+        if origins is None:
+            continue
+        shape = (top + height, left + width)
+        (br, rows0), (bc, cols0) = (_blocks_along(shape[0], filter_rows),
+                                    _blocks_along(shape[1], filter_cols))
+        cost = (len(rows0) * len(cols0) * br * bc, shape[0] * shape[1])
+        if best is None or cost < best[0]:
+            best = (cost, origins, shape)
+    _, placed, shape = best
+    placed = iter(placed)
+    origins = [(top + y, left + x) if rows and cols else (top, left)
+               for (rows, cols), (y, x) in ((size, next(placed) if size[0] and size[1]
+                                             else (0, 0)) for size in sizes)]
+    return origins, shape
 
 
 class _Tasks:
@@ -224,19 +287,10 @@ class _Layout:
         self.sizes = tuple(sizes)
         self.hogs = tuple(hog_size(rows, cols, cell) for rows, cols in sizes)
         gap = max(filter_rows // 2, filter_cols // 2, 1)
-        margins = ((filter_rows - 1) // 2, (filter_cols - 1) // 2, filter_rows // 2,
-                   filter_cols // 2)
-        self.origins, shape = _shelf_pack(self.hogs, gap, margins)
+        self.origins, shape = _pack(self.hogs, gap, filter_rows, filter_cols)
 
-        def axis(n, f):  # block size and block origins along one axis
-            size = _even_dft_size(n)
-            if size <= MAX_FFT:
-                return size, [0]
-            count = -(-(n - f + 1) // (MAX_FFT - f + 1))
-            size = _even_dft_size(-(-(n - f + 1) // count) + f - 1)
-            return size, list(range(0, n - f + 1, size - f + 1))
-
-        (br, rows0), (bc, cols0) = axis(shape[0], filter_rows), axis(shape[1], filter_cols)
+        (br, rows0), (bc, cols0) = (_blocks_along(shape[0], filter_rows),
+                                    _blocks_along(shape[1], filter_cols))
         self.block = (br, bc)
         self.blocks = [(r, c) for r in rows0 for c in cols0]
         # room for the last block's window
