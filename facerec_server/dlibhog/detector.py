@@ -515,7 +515,7 @@ class FhogDetector:
         # all blocks at once: each filter spectrum row is read once for all of them
         mul = [tasks.add("spectra_products", lambda a=a, z=z: ccs_product(
             ws.spectra, re, im, ends, ws.products, a, z), forward_done)
-            for a, z in _split(br, 2 * parts)]
+            for a, z in _split(br, 4 * parts)]
         for b, (r0, c0) in enumerate(layout.blocks):
             def back(lo, hi, products=ws.products[b], r0=r0, c0=c0, b=b):
                 for d in range(lo, hi):
