@@ -2,9 +2,10 @@
 """Benchmark facerec_server.dlibhog (dlib's HOG detector without dlib) against dlib itself.
 
 Speed: dlib's frontal face detector vs ``FhogDetector`` with 2 threads and with 1 thread on
-640x480 and 1280x720 frames (registry faces), upsample 0 and 1; the three run one after the
-other on the same frame, their order alternating between repetitions. Frames per second
-(medians) and ratios. Then the same with the whole process pinned to one CPU
+640x480 and 1280x720 frames (registry faces), upsample 0 and 1; in each round each of the
+three runs ``--block`` consecutive detections on the same frame, the order rotating between
+rounds (each side follows each other side equally often). Frames per second (medians of all
+timed runs) and ratios. Then the same with the whole process pinned to one CPU
 (``os.sched_setaffinity``, like ``taskset -c 0``): the single-core figure.
 
 Profile: the CPU time of each stage of ours on one thread
@@ -19,8 +20,8 @@ dlib's, and the largest score difference.
 Prints tables and writes JSON (default bench/results/hog.json) with the command, the date,
 the machine and its load average. The machine is shared: compare ratios, not absolute times.
 
-    python bench/bench_hog.py [--reps 9] [--lfw-step 1] [--workers 2] [--skip-equality]
-                              [--skip-speed]
+    python bench/bench_hog.py [--reps 9] [--block 3] [--lfw-step 1] [--workers 2]
+                              [--skip-equality] [--skip-speed]
 """
 from __future__ import annotations
 
@@ -104,16 +105,22 @@ def speed(args, dlib, label):
             times = {key: [] for key in runners}
             names = list(runners)
             for rep in range(args.reps):
-                for key in (names if rep % 2 == 0 else names[::-1]):
-                    seconds, _ = timed(runners[key], frame, upsample)
-                    times[key].append(seconds)
+                # each side runs a block of consecutive frames; the order rotates, so every
+                # side follows every other side equally often
+                for key in names[rep % len(names):] + names[:rep % len(names)]:
+                    for _ in range(args.block):
+                        seconds, _ = timed(runners[key], frame, upsample)
+                        times[key].append(seconds)
             med = {key: statistics.median(v) for key, v in times.items()}
             row = {"frame": name, "upsample": upsample, "reps": args.reps,
+                   "block": args.block,
                    "median_ms": {k: v * 1000 for k, v in med.items()},
                    "fps": {k: 1.0 / v for k, v in med.items()},
                    "speedup": {k: med["dlib"] / med[k] for k in engines},
-                   "paired_speedups_2_threads": [
-                       d / o for d, o in zip(times["dlib"], times["ours_2_threads"])]}
+                   "per_rep_speedups_2_threads": [
+                       statistics.median(times["dlib"][i:i + args.block])
+                       / statistics.median(times["ours_2_threads"][i:i + args.block])
+                       for i in range(0, len(times["dlib"]), args.block)]}
             rows.append(row)
             print(f"{label:10s} {name:9s} up {upsample}  dlib {row['fps']['dlib']:6.1f} fps"
                   f"  ours 2 threads {row['fps']['ours_2_threads']:6.1f} fps "
@@ -233,7 +240,11 @@ def trained_model(dlib):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=9, help="timed runs per frame and side")
+    parser.add_argument("--reps", type=int, default=9,
+                        help="rounds per frame: each side runs --block frames per round")
+    parser.add_argument("--block", type=int, default=3,
+                        help="consecutive timed runs of one side per round (1: every run "
+                             "follows another side's run, its data out of the caches)")
     parser.add_argument("--lfw", default=str(default_lfw()))
     parser.add_argument("--lfw-step", type=int, default=1, help="every n-th LFW image")
     parser.add_argument("--workers", type=int, default=2,

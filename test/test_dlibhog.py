@@ -193,3 +193,35 @@ def test_lfw_sample_equals_dlib(frontal):
         rgb = rgb_of(cv2.imread(str(path)))
         for upsample in (0, 1):
             assert_same(dlib_hits(reference, rgb, upsample), ours.detect(rgb, upsample))
+
+
+@pytest.mark.parametrize("size", [(250, 250), (480, 640), (720, 1280), (1080, 1920),
+                                  (97, 83), (40, 40)])
+def test_canvas_keeps_levels_apart_and_inside(size):
+    """The packed canvas: every level's cells inside it with the filter's margins, no two
+    levels within half a filter of each other (so no window dlib evaluates sees two
+    levels), FFT blocks covering every window position, and even DFT sizes."""
+    detector = FhogDetector(frontal_face_model(), threads=2)
+    layout = detector.layout(*size)
+    fr, fc = detector.filter_size
+    gap = max(fr // 2, fc // 2)
+    boxes = [(y, x, y + hr, x + hc) for (y, x), (hr, hc) in zip(layout.origins, layout.hogs)
+             if hr and hc]
+    assert boxes or min(size) < 80
+    rows, cols = layout.shape
+    for top, left, bottom, right in boxes:
+        assert top >= (fr - 1) // 2 and left >= (fc - 1) // 2
+        assert bottom + fr // 2 <= rows and right + fc // 2 <= cols
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            apart_rows = a[2] + gap <= b[0] or b[2] + gap <= a[0]
+            apart_cols = a[3] + gap <= b[1] or b[3] + gap <= a[1]
+            assert apart_rows or apart_cols, (a, b)
+    br, bc = layout.block
+    assert br % 2 == 0 and bc % 2 == 0
+    covered = np.zeros(layout.shape, bool)
+    for r0, c0 in layout.blocks:  # window positions each block's FFT gives
+        covered[r0:r0 + br - fr + 1, c0:c0 + bc - fc + 1] = True
+    assert covered[layout.level_map >= 0].all()
+    cells = sum(hr * hc for hr, hc in layout.hogs)
+    assert cells <= len(layout.blocks) * br * bc

@@ -14,7 +14,8 @@ What ``fhog_object_detector.run(img, upsample_num_times, adjust_threshold)`` doe
 4. per weight vector and level, the filter responses: the sum over the 31 planes of the
    2-D correlation with the weight vector's filters. dlib filters in float32 in the spatial
    domain (``apply_filters_to_fhog``: separable components or the full filters). Here
-   every level's features are placed in one float32 canvas (levels half a filter apart),
+   every level's features are placed in one float32 canvas (levels half a filter apart,
+   packed by a bottom-left skyline at the strip width that needs the least FFT area),
    cut into FFT blocks, transformed with OpenCV's float32 DFT, multiplied with the
    filters' spectra and summed over the planes per frequency
    (:func:`.kernels.ccs_product`), transformed back: the same sums as dlib's, rounded
@@ -28,11 +29,18 @@ What ``fhog_object_detector.run(img, upsample_num_times, adjust_threshold)`` doe
 7. rectangles mapped back through the upsampling (``pyramid_down<2>::rect_down``).
 
 Steps 1-4 run as a small task graph on ``threads`` threads (the calling thread and a pool;
-the kernels and OpenCV release the GIL): the resize chain, bands of fhog rows of the large
-levels (each band recomputes the two cell rows it shares with its neighbours), and per FFT
-block the forward transforms (split by planes), the products (split by spectrum rows) and
-the inverse transforms (split by weight vectors). Buffers are reused per image size
+the kernels and OpenCV release the GIL): the resize chain, the fhog of each level (a level
+that is a large share of a thread's work in bands of cell rows, each band recomputing the
+two histogram rows it shares with its neighbours; the smallest levels together), and per
+FFT block the forward transforms (split by planes), the products (split by spectrum rows)
+and the inverse transforms (split by weight vectors; each also takes its largest
+response). Buffers, and the task graph over them, are made once per image size and reused
 (bounded caches).
+
+Memory traffic is most of the cost on a shared machine: data that was in the caches is gone
+after a few tens of milliseconds of other work, so a call reads its buffers and the filter
+spectra (~7 MB at 640x480) from memory. Hence the tight canvas (less FFT area, smaller
+spectra) and the products reading each filter spectrum row once for all FFT blocks.
 """
 from __future__ import annotations
 

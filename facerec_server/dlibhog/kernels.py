@@ -18,7 +18,7 @@ loop runs over contiguous memory and vectorises.
   clipping at 0.2 and the 4 texture features follow dlib's float32 order of operations.
   What is rounded differently: the order in which the votes are added. dlib adds
   ``vy * (vx * v)`` pixel by pixel into each cell; here the votes of one pixel row are
-  first summed per cell column (``vx * v``, in 4 interleaved partial sums), then added
+  first summed per cell column (``vx * v``, in 2 interleaved partial sums), then added
   once per row with the row's vertical weight. The histogram sums are the same sums in
   another order, so the features differ from dlib's in the last bits only (about 2e-7
   here; ``test_fast_features_within_rounding_of_dlibs_order`` bounds it).
