@@ -159,6 +159,11 @@ def _skyline(boxes: Sequence[Tuple[int, int]], width: int):
     return origins, max(top for _, _, top in sky)
 
 
+def _overlap(a0: int, a1: int, b0: int, b1: int) -> bool:
+    """Whether the ranges [a0, a1) and [b0, b1) share an element."""
+    return a0 < b1 and b0 < a1
+
+
 def _blocks_along(n: int, f: int) -> Tuple[int, List[int]]:
     """FFT block size and block origins along one canvas axis of n cells (filter f)."""
     size = _even_dft_size(n)
@@ -500,10 +505,22 @@ class FhogDetector:
         features = [tasks.add("fhog", lambda u=unit: fhog(u),
                               level_ready[max(u[0] for u in unit)])
                     for unit in layout.bands]
-        self._plan_responses(tasks, ws, layout, features)
+        # each FFT block waits only for the fhog units that write cells inside it
+        br, bc = layout.block
+        writers = []
+        for r0, c0 in layout.blocks:
+            writers.append([task for task, unit in zip(features, layout.bands)
+                            if any(_overlap(layout.origins[level][0] + y0,
+                                            layout.origins[level][0] + y1, r0, r0 + br)
+                                   and _overlap(layout.origins[level][1],
+                                                layout.origins[level][1]
+                                                + layout.hogs[level][1], c0, c0 + bc)
+                                   for level, y0, y1 in unit)])
+        self._plan_responses(tasks, ws, layout, writers)
 
     def _plan_responses(self, tasks: _Tasks, ws: _Workspace, layout: _Layout,
-                        after: Sequence[int]) -> None:
+                        writers: Sequence[Sequence[int]]) -> None:
+        """The FFT tasks; ``writers[b]``: the tasks that fill FFT block b's cells."""
         fr, fc = self.filter_size
         br, bc = layout.block
         re, im, ends = self.block_spectra(br, bc)
@@ -519,7 +536,7 @@ class FhogDetector:
                     cv2.dft(block[p], dst=spectra[p])
 
             forward_done += [tasks.add("dft_forward", lambda a=a, z=z, f=forward: f(a, z),
-                                       after) for a, z in _split(NUM_FEATURES, parts)]
+                                       writers[b]) for a, z in _split(NUM_FEATURES, parts)]
         # all blocks at once: each filter spectrum row is read once for all of them
         mul = [tasks.add("spectra_products", lambda a=a, z=z: ccs_product(
             ws.spectra, re, im, ends, ws.products, a, z), forward_done)
