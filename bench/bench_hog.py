@@ -4,7 +4,8 @@
 Speed: dlib's frontal face detector vs ``FhogDetector`` with 2 threads and with 1 thread on
 640x480 and 1280x720 frames (registry faces), upsample 0 and 1; in each round each of the
 three runs ``--block`` consecutive detections on the same frame, the order rotating between
-rounds (each side follows each other side equally often). Frames per second (medians of all
+rounds, forwards and backwards in turn (each side follows each other side about equally
+often). Frames per second (medians of all
 timed runs) and ratios. Then the same with the whole process pinned to one CPU
 (``os.sched_setaffinity``, like ``taskset -c 0``): the single-core figure.
 
@@ -105,9 +106,12 @@ def speed(args, dlib, label):
             times = {key: [] for key in runners}
             names = list(runners)
             for rep in range(args.reps):
-                # each side runs a block of consecutive frames; the order rotates, so every
-                # side follows every other side equally often
-                for key in names[rep % len(names):] + names[:rep % len(names)]:
+                # each side runs a block of consecutive frames; the order rotates, forwards
+                # and backwards in turn, so every side follows every other side (its data
+                # pushed out of the caches) about equally often
+                base = names if rep % 2 == 0 else names[::-1]
+                shift = (rep // 2) % len(names)
+                for key in base[shift:] + base[:shift]:
                     for _ in range(args.block):
                         seconds, _ = timed(runners[key], frame, upsample)
                         times[key].append(seconds)

@@ -194,7 +194,8 @@ def _pack(sizes: Sequence[Tuple[int, int]], gap: int, filter_rows: int, filter_c
         shape = (top + height, left + width)
         (br, rows0), (bc, cols0) = (_blocks_along(shape[0], filter_rows),
                                     _blocks_along(shape[1], filter_cols))
-        cost = (len(rows0) * len(cols0) * br * bc, shape[0] * shape[1])
+        # FFT area (the transforms and products) + one block (the filter spectra read)
+        cost = ((len(rows0) * len(cols0) + 1) * br * bc, shape[0] * shape[1])
         if best is None or cost < best[0]:
             best = (cost, origins, shape)
     _, placed, shape = best
@@ -423,13 +424,13 @@ class FhogDetector:
     def block_spectra(self, rows: int, cols: int):
         """The filters' DFTs (placed at the origin of a rows x cols block), conjugated, as
         :func:`.kernels.ccs_product` takes them: (real, imaginary) parts of the complex
-        columns, (rows, D, 31, cols/2 - 1 padded with zeros to a multiple of 16) float32
+        columns, (rows, D, 31, cols/2 - 1 padded with zeros to a multiple of 8) float32
         each, and the packed real columns (2, rows, D, 31) float32."""
         def make():
             fr, fc = self.filter_size
             n_det, n_planes = self.filters.shape[:2]
             half = cols // 2 - 1
-            padded = -(-half // 16) * 16  # whole vector iterations in the products kernel
+            padded = -(-half // 8) * 8  # whole vector iterations in the products kernel
             re = np.zeros((rows, n_det, n_planes, padded), np.float32)
             im = np.zeros((rows, n_det, n_planes, padded), np.float32)
             ends = np.empty((2, rows, n_det, n_planes), np.float32)
