@@ -7,6 +7,7 @@ LFW (``FACEREC_LFW``, default the shared dataset folder) adds a sample when pres
 """
 import os
 import pathlib
+import threading
 
 import cv2
 import dlib
@@ -225,3 +226,27 @@ def test_canvas_keeps_levels_apart_and_inside(size):
     assert covered[layout.level_map >= 0].all()
     cells = sum(hr * hc for hr, hc in layout.hogs)
     assert cells <= len(layout.blocks) * br * bc
+
+
+def test_concurrent_calls_get_their_own_results(astronaut, messi):
+    """Calls from several threads at once on frames of one size: each gets its own frame's
+    detections (each call takes its own buffers and task graph; the graphs are reused)."""
+    frames = [rgb_of(cv2.resize(image, (640, 480))) for image in (astronaut, messi)]
+    frames.append(np.ascontiguousarray(frames[0][:, ::-1]))  # mirrored: other boxes
+    detector = FhogDetector(frontal_face_model(), threads=2)
+    want = [detector.detect(frame, 1, -0.3) for frame in frames]
+    assert len({tuple(w) for w in want}) == len(frames)  # the frames differ in detections
+    got = {i: [] for i in range(len(frames))}
+
+    def work(i):
+        for _ in range(4):
+            got[i].append(detector.detect(frames[i], 1, -0.3))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(frames))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, results in got.items():
+        assert results == [want[i]] * 4
+    detector.close()
