@@ -192,6 +192,13 @@ def column_weights(visible_nc, cell):  # pragma: no cover - compiled
     return simd_end, col, wx0, wx1
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _blocks(h, m0, m1, m2, m3, k0, k1, k2, k3):  # pragma: no cover - compiled
+    """One orientation's histogram value normalised by the 4 blocks around its cell:
+    clipped at 0.2 of each block's norm (``m``), times 0.1 / that (``k``), dlib's order."""
+    return min(h, m0) * k0, min(h, m1) * k1, min(h, m2) * k2, min(h, m3) * k3
+
+
 @njit(nogil=True, cache=True)
 def fhog_rows(img, cell, bins, y0, y1, out, fy, fx):  # pragma: no cover - compiled
     """dlib's fhog features of the cell rows [y0, y1) of planar RGB uint8 ``img``: feature
@@ -221,8 +228,8 @@ def fhog_rows(img, cell, bins, y0, y1, out, fy, fx):  # pragma: no cover - compi
     n_acc = 18 * hist_nc
     flat = hist.reshape((n_hist, n_acc))
     acc = np.zeros((2, n_acc), np.float32)  # (orientation, column) of one pixel row, 2 lanes
-    a0 = acc[0]
-    a1 = acc[1]
+    lane0 = acc[0]
+    lane1 = acc[1]
     bidx = np.empty(width, np.int32)
     mag = np.empty(width, np.float32)
     for y in range(max(1, cell * (y0 - 1)), min(visible_nr, cell * (y1 + 3))):
@@ -249,11 +256,11 @@ def fhog_rows(img, cell, bins, y0, y1, out, fy, fx):  # pragma: no cover - compi
         if h_top + 1 >= n_hist:  # only the upper one
             vy0 = F32(0.0)
         for k in range(n_acc):
-            s = a0[k] + a1[k]
+            s = lane0[k] + lane1[k]
             top[k] += vy1 * s
             bottom[k] += vy0 * s
-            a0[k] = 0
-            a1[k] = 0
+            lane0[k] = 0
+            lane1[k] = 0
     # gradient energy of each cell: norm[r] belongs to dlib's cell row y0 + r
     norm = np.zeros((n_hist, cells_nc), np.float32)
     for r in range(n_hist):
@@ -296,21 +303,11 @@ def fhog_rows(img, cell, bins, y0, y1, out, fy, fx):  # pragma: no cover - compi
             db_ = out[o3 + 1, oy, fx:fx + hog_nc]
             dc = out[o3 + 2, oy, fx:fx + hog_nc]
             for x in range(hog_nc):
-                a = ha[x]
-                b = hb[x]
-                c = hh[x]
-                a0 = min(a, m0[x]) * k0[x]
-                a1 = min(a, m1[x]) * k1[x]
-                a2 = min(a, m2[x]) * k2[x]
-                a3 = min(a, m3[x]) * k3[x]
-                b0 = min(b, m0[x]) * k0[x]
-                b1 = min(b, m1[x]) * k1[x]
-                b2 = min(b, m2[x]) * k2[x]
-                b3 = min(b, m3[x]) * k3[x]
-                c0 = min(c, m0[x]) * k0[x]
-                c1 = min(c, m1[x]) * k1[x]
-                c2 = min(c, m2[x]) * k2[x]
-                c3 = min(c, m3[x]) * k3[x]
+                n0, n1, n2, n3 = m0[x], m1[x], m2[x], m3[x]
+                s0, s1, s2, s3 = k0[x], k1[x], k2[x], k3[x]
+                a0, a1, a2, a3 = _blocks(ha[x], n0, n1, n2, n3, s0, s1, s2, s3)
+                b0, b1, b2, b3 = _blocks(hb[x], n0, n1, n2, n3, s0, s1, s2, s3)
+                c0, c1, c2, c3 = _blocks(hh[x], n0, n1, n2, n3, s0, s1, s2, s3)
                 da[x] = (a0 + a1) + (a2 + a3)
                 db_[x] = (b0 + b1) + (b2 + b3)
                 dc[x] = (c0 + c1) + (c2 + c3)
@@ -323,12 +320,9 @@ def fhog_rows(img, cell, bins, y0, y1, out, fy, fx):  # pragma: no cover - compi
             hb = hc[o + 9, 2:2 + hog_nc]
             dst = out[18 + o, oy, fx:fx + hog_nc]
             for x in range(hog_nc):
-                h = ha[x] + hb[x]
-                s0 = min(h, m0[x]) * k0[x]
-                s1 = min(h, m1[x]) * k1[x]
-                s2 = min(h, m2[x]) * k2[x]
-                s3 = min(h, m3[x]) * k3[x]
-                dst[x] = (s0 + s1) + (s2 + s3)
+                u0, u1, u2, u3 = _blocks(ha[x] + hb[x], m0[x], m1[x], m2[x], m3[x],
+                                         k0[x], k1[x], k2[x], k3[x])
+                dst[x] = (u0 + u1) + (u2 + u3)
         for lane in range(4):
             t = texture[lane]
             dst = out[27 + lane, oy, fx:fx + hog_nc]
