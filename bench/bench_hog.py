@@ -5,9 +5,9 @@ Speed: dlib's frontal face detector vs ``FhogDetector`` with 2 threads and with 
 640x480 and 1280x720 frames (registry faces), upsample 0 and 1; in each round each of the
 three runs ``--block`` consecutive detections on the same frame, the order rotating between
 rounds, forwards and backwards in turn (each side follows each other side about equally
-often). Frames per second (medians of all
-timed runs) and ratios. Then the same with the whole process pinned to one CPU
-(``os.sched_setaffinity``, like ``taskset -c 0``): the single-core figure.
+often). Frames per second (medians of all timed runs) and ratios. Then the same with the
+whole process pinned to one CPU (``os.sched_setaffinity``, like ``taskset -c 0``): the
+single-core figure.
 
 Profile: the CPU time of each stage of ours on one thread
 (``FhogDetector.profile``), and dlib's CPU time.

@@ -199,10 +199,11 @@ def _pack(sizes: Sequence[Tuple[int, int]], gap: int, filter_rows: int, filter_c
         if best is None or cost < best[0]:
             best = (cost, origins, shape)
     _, placed, shape = best
-    placed = iter(placed)
-    origins = [(top + y, left + x) if rows and cols else (top, left)
-               for (rows, cols), (y, x) in ((size, next(placed) if size[0] and size[1]
-                                             else (0, 0)) for size in sizes)]
+    placed = iter(placed)  # one origin per level with cells, in order
+    origins = []
+    for rows, cols in sizes:
+        y, x = next(placed) if rows and cols else (0, 0)
+        origins.append((top + y, left + x))
     return origins, shape
 
 
@@ -310,6 +311,15 @@ class _Layout:
         # room for the last block's window
         self.shape = (max(shape[0], rows0[-1] + br), max(shape[1], cols0[-1] + bc))
         self.bands = self._bands(cell, threads)
+        # per FFT block: the fhog units (indices into bands) that write cells inside it
+        self.block_units = [
+            [u for u, unit in enumerate(self.bands)
+             if any(_overlap(self.origins[level][0] + y0, self.origins[level][0] + y1,
+                             r0, r0 + br)
+                    and _overlap(self.origins[level][1],
+                                 self.origins[level][1] + self.hogs[level][1], c0, c0 + bc)
+                    for level, y0, y1 in unit)]
+            for r0, c0 in self.blocks]
         # response position (window top-left in the canvas) -> level; dlib's position in
         # the level's response map is (r - top, c - left) + (filter_rows // 2, cols // 2)
         self.level_map = np.full(self.shape, -1, np.int16)
@@ -330,8 +340,9 @@ class _Layout:
         total = max(sum(cost), 1)
         levels = [level for level, c in enumerate(cost) if c]
         tail: List[int] = []
-        while threads > 1 and len(levels) > 1 and (
-                sum(cost[i] for i in tail) + cost[levels[-1]]) * 16 <= total:
+        tail_cost = 0
+        while threads > 1 and len(levels) > 1 and (tail_cost + cost[levels[-1]]) * 16 <= total:
+            tail_cost += cost[levels[-1]]
             tail.insert(0, levels.pop())
         units: List[List[Tuple[int, int, int]]] = []
         for level in levels:
@@ -430,9 +441,9 @@ class FhogDetector:
             fr, fc = self.filter_size
             n_det, n_planes = self.filters.shape[:2]
             half = cols // 2 - 1
-            padded = -(-half // 8) * 8  # whole vector iterations in the products kernel
-            re = np.zeros((rows, n_det, n_planes, padded), np.float32)
-            im = np.zeros((rows, n_det, n_planes, padded), np.float32)
+            stride = -(-half // 8) * 8  # whole vector iterations in the products kernel
+            re = np.zeros((rows, n_det, n_planes, stride), np.float32)
+            im = np.zeros((rows, n_det, n_planes, stride), np.float32)
             ends = np.empty((2, rows, n_det, n_planes), np.float32)
             padded = np.zeros((rows, cols), np.float64)
             for d in range(n_det):
@@ -507,17 +518,8 @@ class FhogDetector:
                               level_ready[max(u[0] for u in unit)])
                     for unit in layout.bands]
         # each FFT block waits only for the fhog units that write cells inside it
-        br, bc = layout.block
-        writers = []
-        for r0, c0 in layout.blocks:
-            writers.append([task for task, unit in zip(features, layout.bands)
-                            if any(_overlap(layout.origins[level][0] + y0,
-                                            layout.origins[level][0] + y1, r0, r0 + br)
-                                   and _overlap(layout.origins[level][1],
-                                                layout.origins[level][1]
-                                                + layout.hogs[level][1], c0, c0 + bc)
-                                   for level, y0, y1 in unit)])
-        self._plan_responses(tasks, ws, layout, writers)
+        self._plan_responses(tasks, ws, layout,
+                             [[features[u] for u in units] for units in layout.block_units])
 
     def _plan_responses(self, tasks: _Tasks, ws: _Workspace, layout: _Layout,
                         writers: Sequence[Sequence[int]]) -> None:
