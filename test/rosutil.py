@@ -214,8 +214,14 @@ def publish_until(graph: "Graph", pub, make_msg: Callable, collector: Collector,
 
 class FrameStream:
     """Frames to a server input and their results: each frame is published on ``topic``
-    (re-stamped every 0.5 s: a frame may be lost) until ``node``'s FaceArray for it (that
-    stamp, from that input) arrives."""
+    (again every 0.5 s: a frame may be lost) until ``node``'s FaceArray for it (that stamp,
+    from that input) arrives. A frame sent again keeps its capture time (its first stamp
+    plus 1 us per resend, so that each send has its own stamp), as a camera's would: a
+    stamp of the resend time would tell the server's tracker that the faces moved for 0.5 s
+    more, and its region search would look in the wrong place. Only a frame older than
+    ``RESTAMP_AFTER`` s (the server drops frames older than 1 s) is stamped anew."""
+
+    RESTAMP_AFTER = 0.8
 
     def __init__(self, graph: "Graph", node: str, topic: str):
         from facerec_msgs.msg import FaceArray
@@ -228,8 +234,16 @@ class FrameStream:
     def send(self, image, timeout: float = 60.0):
         data = jpeg(image)
         deadline = time.monotonic() + timeout
+        first, resends = None, 0
         while time.monotonic() < deadline:
             msg = compressed(self.graph, data)
+            now = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            if first is None or now - first > self.RESTAMP_AFTER * 1e9:
+                first, resends = now, 0
+            else:
+                resends += 1
+                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(
+                    first + 1000 * resends, 1_000_000_000)
             stamp = _stamp_key(msg)
 
             def mine(result):
