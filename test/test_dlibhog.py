@@ -138,12 +138,42 @@ def test_fast_features_within_rounding_of_dlibs_order(astronaut, messi):
 
 def test_resize_is_dlibs_bit_for_bit():
     rng = np.random.default_rng(5)
-    for rows, cols in ((37, 51), (120, 161), (240, 320), (7, 9)):
+    for rows, cols in ((37, 51), (120, 161), (240, 320), (7, 9), (61, 1283)):
         image = rng.integers(0, 256, (rows, cols, 3), dtype=np.uint8)
         image[: rows // 2, : cols // 3] = 200  # flat areas: truncation of x.99999 matters
-        for out in (((5 * rows) // 6, (5 * cols) // 6), (2 * rows + 1, 2 * cols + 2)):
-            assert np.array_equal(resize_rgb(image, *out), dlib.resize_image(image, *out))
+        # pyramid_down<6>, pyramid_up, and any size: the source pixels gathered 8 columns
+        # per shuffle, one by one where 8 columns span more than 16 bytes, or mixed
+        for out in (((5 * rows) // 6, (5 * cols) // 6), (2 * rows + 1, 2 * cols + 2),
+                    (rows // 3 + 1, cols // 3 + 1), (rows, int(cols * 0.55) + 1),
+                    (int(rng.integers(1, 2 * rows)), int(rng.integers(2, 2 * cols)))):
+            assert np.array_equal(resize_rgb(image, *out), dlib.resize_image(image, *out)), out
         assert np.array_equal(pyramid_up(image), resize_rgb(image, 2 * rows + 1, 2 * cols + 2))
+
+
+def test_portable_byte_shuffle_equals_pshufb_and_numpy():
+    """The resize's 16-byte shuffle as other processors compile it (element moves) gives
+    the bytes this one's instruction does, and numpy's indexing."""
+    from numba import njit
+
+    from facerec_server.dlibhog import kernels
+
+    def shuffles(shuffle):
+        @njit
+        def run(src, starts, masks, out):
+            for g in range(starts.shape[0]):
+                shuffle(src, starts[g], masks, 16 * g, out, 16 * g)
+        return run
+
+    rng = np.random.default_rng(7)
+    src = rng.integers(0, 256, 300, dtype=np.uint8)
+    starts = rng.integers(0, 300 - 16, 40)
+    masks = rng.integers(0, 16, 40 * 16).astype(np.uint8)
+    want = src[np.repeat(starts, 16) + masks]
+    native, portable = np.zeros(40 * 16, np.uint8), np.zeros(40 * 16, np.uint8)
+    shuffles(kernels._shuffle16)(src, starts, masks, native)
+    shuffles(kernels.shuffle16_portable)(src, starts, masks, portable)
+    assert np.array_equal(portable, want)
+    assert np.array_equal(native, want)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ loop runs over contiguous memory and vectorises.
   the columns dlib computes in SIMD blocks of 4 with float32 weights
   ``((tl*TL + tr*TR) + bl*BL) + br*BR`` truncated, the remaining columns in double
   precision (the plan comes from :mod:`facerec_server.dlibnet.resize`). The two source
-  pixels of each output column are gathered once per source row, then the weighted sums
-  of a whole output row run as one vector loop, in dlib's order of operations.
+  pixels of each output column are gathered once per source row, 8 columns per 16-byte
+  shuffle (:func:`gather_plan`; pshufb on x86-64), then the weighted sums of a whole
+  output row run as one vector loop, in dlib's order of operations.
 * :func:`fhog_rows`: dlib's ``extract_fhog_features`` (``fhog.h``, cell size > 1) of a band
   of cell rows of one level, written as float32 into the feature canvas. Every discrete
   decision is dlib's: the gradients, the colour channel with the longest gradient (ties:
@@ -34,6 +35,7 @@ by default ``~/.cache/facerec/numba`` (or ``$FACEREC_CACHE_DIR/numba``).
 from __future__ import annotations
 
 import os
+import platform
 
 import numpy as np
 
@@ -41,16 +43,88 @@ if "NUMBA_CACHE_DIR" not in os.environ:  # read once, when numba is first import
     from ..dlibnet.reader import default_cache_dir
     os.environ["NUMBA_CACHE_DIR"] = str(default_cache_dir() / "numba")
 
-from numba import njit  # noqa: E402
+from llvmlite import ir  # noqa: E402
+from numba import njit, types  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
 
 F32 = np.float32
 
 
 # --- dlib's bilinear resize ---------------------------------------------------------------
 
+_V16 = ir.VectorType(ir.IntType(8), 16)
+# x86-64 has a 16-byte shuffle by a vector of indices (SSSE3 pshufb, in every x86-64 CPU
+# since 2006); elsewhere the same shuffle is written with per-byte element moves
+_PSHUFB = platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _byte_shuffle(native: bool):
+    """A compiled ``shuffle(src, src_at, masks, mask_at, dst, dst_at)``:
+    ``dst[dst_at + k] = src[src_at + masks[mask_at + k]]`` for k < 16 (uint8 arrays with
+    unit stride; mask values < 16): one unaligned 16-byte load, one shuffle (pshufb when
+    ``native``, else per-byte element moves any LLVM target has), one 16-byte store."""
+    @intrinsic
+    def shuffle(typingctx, src, src_at, masks, mask_at, dst, dst_at):
+        sig = types.void(src, types.intp, masks, types.intp, dst, types.intp)
+
+        def codegen(context, builder, signature, args):
+            def vector_at(ty, array, at):
+                data = context.make_array(ty)(context, builder, array).data
+                return builder.bitcast(builder.gep(data, [at]), _V16.as_pointer())
+
+            data = builder.load(vector_at(signature.args[0], args[0], args[1]), align=1)
+            mask = builder.load(vector_at(signature.args[2], args[2], args[3]), align=1)
+            if native:
+                fn = builder.module.declare_intrinsic(
+                    "llvm.x86.ssse3.pshuf.b.128", fnty=ir.FunctionType(_V16, [_V16, _V16]))
+                shuffled = builder.call(fn, [data, mask])
+            else:
+                shuffled = ir.Constant(_V16, None)
+                for k in range(16):
+                    at = ir.Constant(ir.IntType(32), k)
+                    value = builder.extract_element(data, builder.extract_element(mask, at))
+                    shuffled = builder.insert_element(shuffled, value, at)
+            builder.store(shuffled, vector_at(signature.args[4], args[4], args[5]), align=1)
+            return context.get_dummy_value()
+        return sig, codegen
+    return shuffle
+
+
+_shuffle16 = _byte_shuffle(_PSHUFB)
+shuffle16_portable = _byte_shuffle(False)  # what other processors run (tested here too)
+
+
+def gather_plan(left: np.ndarray, n: int, row_len: int):
+    """How :func:`resize_rows` gathers the source pixels ``left[j]`` and ``left[j] + 1`` of
+    output columns j < n from a row of ``row_len`` pixels, 8 columns at a time: each
+    group's first source column and two 16-byte shuffle masks (its 8 left pixels, its 8
+    right ones; the other 8 bytes are overwritten by the next group). Groups whose pixels
+    span more than 16 bytes or whose 16-byte load would pass the end of the row (the last
+    one or two) are left to a scalar loop: returns (starts, masks, groups shuffled)."""
+    groups = n // 8
+    starts = np.zeros(groups, np.int64)
+    masks = np.zeros((groups, 2, 16), np.uint8)
+    fast = 0
+    for g in range(groups):
+        cols = left[8 * g:8 * g + 8].astype(np.int64)
+        offsets = cols - cols[0]
+        if offsets[-1] + 1 >= 16 or cols[0] + 16 > row_len:
+            break
+        starts[g] = cols[0]
+        masks[g, 0, :8] = offsets
+        masks[g, 1, :8] = offsets + 1
+        fast = g + 1
+    return starts[:fast], masks[:fast].reshape(-1), fast
+
+
 @njit(nogil=True, cache=True)
-def _gather(row, left, n, out_left, out_right):  # pragma: no cover - compiled
-    for j in range(n):
+def _gather(row, left, n, starts, masks, fast, out_left, out_right):  # pragma: no cover
+    """``out_left[j] = row[left[j]]``, ``out_right[j] = row[left[j] + 1]`` for j < n: 8
+    columns per shuffle, then one by one (both outputs have 8 bytes to spare)."""
+    for g in range(fast):
+        _shuffle16(row, starts[g], masks, 32 * g, out_left, 8 * g)
+        _shuffle16(row, starts[g], masks, 32 * g + 16, out_right, 8 * g)
+    for j in range(8 * fast, n):
         i = left[j]
         out_left[j] = row[i]
         out_right[j] = row[i + 1]
@@ -58,13 +132,14 @@ def _gather(row, left, n, out_left, out_right):  # pragma: no cover - compiled
 
 @njit(nogil=True, cache=True)
 def resize_rows(src, out, r0, r1, top, bottom, tb32, itb32, left, lr, ilr, c_simd,
-                tleft, tright, tlr, tb):  # pragma: no cover - compiled
+                starts, masks, fast, tleft, tright, tlr, tb):  # pragma: no cover - compiled
     """Output rows [r0, r1) of dlib's bilinear resize of planar ``src`` (3, rows, cols)
-    uint8 into ``out`` (3, out rows, out cols): float32 in dlib's order for the first
-    ``c_simd`` columns, double precision for the rest."""
+    uint8, rows contiguous, into ``out`` (3, out rows, out cols): float32 in dlib's order
+    for the first ``c_simd`` columns, double precision for the rest. (starts, masks,
+    fast): the :func:`gather_plan` of ``left``."""
     planes = src.shape[0]
     # two source rows' gathered (left, right) pixels per plane, and which rows they are
-    held = np.empty((2, planes, 2, max(c_simd, 1)), np.uint8)
+    held = np.empty((2, planes, 2, c_simd + 8), np.uint8)
     slot_row = np.full(2, -1, np.int64)
     # one output row's four float32 weights per column (dlib's products), for all planes
     w_tl = np.empty(c_simd, np.float32)
@@ -78,13 +153,15 @@ def resize_rows(src, out, r0, r1, top, bottom, tb32, itb32, left, lr, ilr, c_sim
         if st < 0:
             st = 1 if slot_row[0] == b else 0
             for k in range(planes):
-                _gather(src[k, t], left, c_simd, held[st, k, 0], held[st, k, 1])
+                _gather(src[k, t], left, c_simd, starts, masks, fast, held[st, k, 0],
+                        held[st, k, 1])
             slot_row[st] = t
         sb = 0 if slot_row[0] == b else (1 if slot_row[1] == b else -1)
         if sb < 0:
             sb = 1 - st
             for k in range(planes):
-                _gather(src[k, b], left, c_simd, held[sb, k, 0], held[sb, k, 1])
+                _gather(src[k, b], left, c_simd, starts, masks, fast, held[sb, k, 0],
+                        held[sb, k, 1])
             slot_row[sb] = b
         it = itb32[r]
         bt = tb32[r]

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ..dlibnet.resize import _cols, _rows, pyramid_up_size
-from .kernels import resize_rows
+from .kernels import gather_plan, resize_rows
 
 F32 = np.float32
 
@@ -72,6 +72,7 @@ class ResizePlan:
         self.rows = (top.astype(np.int64), bottom.astype(np.int64), tb.astype(F32),
                      (1 - tb).astype(F32))
         self.cols = (left.astype(np.int64), lr.astype(F32), ilr.astype(F32), int(c_simd))
+        self.gather = gather_plan(left, int(c_simd), in_nc)
         self.tail = (tleft.astype(np.int64), tright.astype(np.int64),
                      tlr.astype(np.float64), tb.astype(np.float64))
 
@@ -82,11 +83,14 @@ class ResizePlan:
         if self.trivial:
             out[:, lo:hi] = 0
             return
+        if src.strides[-1] != 1:  # the kernel loads 16 consecutive bytes of a row
+            raise ValueError("resize needs rows of consecutive pixels")
         top, bottom, tb32, itb32 = self.rows
         left, lr, ilr, c_simd = self.cols
+        starts, masks, fast = self.gather
         tleft, tright, tlr, tb = self.tail
         resize_rows(src, out, lo, hi, top, bottom, tb32, itb32, left, lr, ilr, c_simd,
-                    tleft, tright, tlr, tb)
+                    starts, masks, fast, tleft, tright, tlr, tb)
 
 
 _PLANS: "OrderedDict[tuple, ResizePlan]" = OrderedDict()
