@@ -295,7 +295,7 @@ def fhog_rows(img, cell, bins, y0, y1, out, fy, fx):  # pragma: no cover - compi
     visible_nc = min(cells_nc * cell, nc) - 1
     fcell = F32(cell)
     width = visible_nc - 1  # pixels x = 1 .. visible_nc - 1
-    simd_end, col, wx0, wx1 = column_weights(visible_nc, cell)
+    simd_end, col, wx0, _ = column_weights(visible_nc, cell)
     split = min(simd_end - 1, width)
     hist_nc = cells_nc + 2
     # histogram rows [y0 + 1, y1 + 3) (dlib's hist row h at hist[h - y0 - 1]): those the
@@ -323,8 +323,9 @@ def fhog_rows(img, cell, bins, y0, y1, out, fy, fx):  # pragma: no cover - compi
             k = np.int64(bins[bidx[i]]) * hist_nc + col[i]
             v = mag[i]
             a = acc[i & 1]
-            a[k] += wx1[i] * v
-            a[k + 1] += wx0[i] * v
+            w0 = wx0[i]
+            a[k] += (F32(1.0) - w0) * v  # wx1[i], without loading it
+            a[k + 1] += w0 * v
         # the row's votes into its two histogram rows, the lanes cleared in the same pass
         top = flat[min(max(h_top, 0), n_hist - 1)]
         bottom = flat[min(max(h_top + 1, 0), n_hist - 1)]
