@@ -280,3 +280,20 @@ def test_concurrent_calls_get_their_own_results(astronaut, messi):
     for i, results in got.items():
         assert results == [want[i]] * 4
     detector.close()
+
+
+def test_buffers_in_large_pages_are_separate_zeroed_arrays():
+    from facerec_server.dlibhog.detector import _arrays_in_large_pages
+
+    specs = [((3, 37, 51), np.uint8), ((31, 96, 231), np.float32), ((1,), np.uint8),
+             ((5, 96, 120), np.float32)]
+    arrays = _arrays_in_large_pages(specs)
+    assert [(a.shape, a.dtype) for a in arrays] == [(s, np.dtype(t)) for s, t in specs]
+    for a in arrays:
+        assert a.flags.c_contiguous and a.flags.writeable
+        assert a.ctypes.data % 64 == 0
+        assert not a.any()
+    for i, a in enumerate(arrays):  # each filled in turn leaves the others as they were
+        a[...] = i + 1
+    for i, a in enumerate(arrays):
+        assert (a == i + 1).all()
