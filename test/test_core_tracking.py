@@ -201,6 +201,55 @@ def test_tracks_end_when_the_clock_goes_back(pipeline, astronaut):
     assert tracker.tracks[0].id != ended[0].id
 
 
+def test_uneven_frame_stamps_keep_every_face_found(pipeline):
+    """Frames arriving 15 ms to 0.5 s apart (a server behind a bursty network or busy
+    workers sees that): the prediction must not turn a few pixels of box jitter between two
+    close frames into hundreds of px/s, or the region search looks in the wrong place and
+    the frame comes back with a face missing."""
+    eileen = Actor.of("astronaut", "eileen", [(0.0, 100, 170, 96), (1.5, 160, 175, 100)],
+                      mirror=True)
+    messi = Actor.of("messi", "messi", [(0.0, 410, 180, 96), (1.5, 400, 178, 96)])
+    scene = Scene(480, 360, FPS, 1.5, [eileen, messi])
+    gaps = [0.015, 0.02, 0.5, 0.015, 0.3, 0.015, 0.02, 0.5, 0.03, 0.015, 0.5, 0.05, 0.015,
+            0.3]
+    tracker = FaceTracker(TrackingConfig())
+    stamp, found, regions = 100.0, [], 0
+    for index in range(scene.frames):
+        stamp += gaps[index - 1] if index else 0.0
+        plan = tracker.plan(stamp)
+        frame = pipeline.follow(scene.render(index), plan)
+        regions += not frame.full_detection
+        found.append(sorted((f.box[0], f.track_id)
+                            for f in tracker.update(frame, stamp, pipeline.matcher)))
+    assert regions >= 10  # the frames really went through the region search
+    assert [len(faces) for faces in found] == [2] * scene.frames, found
+    assert len({faces[0][1] for faces in found}) == 1  # eileen, on the left
+    assert len({faces[1][1] for faces in found}) == 1
+
+
+def test_velocity_is_a_slope_over_a_span_not_two_close_frames():
+    tracker = FaceTracker(TrackingConfig())
+    matcher = Matcher(0.6)
+    track_id = 0
+    # a still face whose box jitters by 6 px, 15 ms apart: no speed to speak of
+    for k, x in enumerate([100, 106, 100]):
+        obs = _observation(None)
+        obs.box = obs.unclipped = (x, 50, x + 100, 150)
+        obs.track_id = track_id
+        track_id = tracker.update(_frame(obs), 1.0 + 0.015 * k, matcher)[0].track_id
+    track = tracker.track(track_id)
+    assert track.velocity == (0.0, 0.0)
+    assert abs(track.predicted(1.5)[0] - 100) <= 6
+    # a face walking 40 px/s at 10 frames per second, with the same jitter
+    for k in range(1, 8):
+        x = 100 + 4 * k + (3 if k % 2 else -3)
+        obs = _observation(None)
+        obs.box = obs.unclipped = (x, 50, x + 100, 150)
+        obs.track_id = track_id
+        tracker.update(_frame(obs), 1.03 + 0.1 * k, matcher)
+    assert 25 < track.velocity[0] < 55 and abs(track.velocity[1]) < 1e-6
+
+
 # --- the vote (real Matcher, synthetic descriptors) -------------------------------------------
 
 def _unit(index, length=1.0):

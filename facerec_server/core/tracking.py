@@ -82,6 +82,14 @@ REGION_FACE_WIDTH = 85.0
 LOST_DETECT_EVERY = 3
 #: A track's box is extrapolated from its velocity for at most this many seconds.
 MAX_PREDICTION = 0.5
+#: A track's velocity: the least-squares slope of its box centre over its observations of
+#: the last VELOCITY_WINDOW seconds (the newest VELOCITY_POINTS), zero until they span
+#: MIN_VELOCITY_SPAN seconds. A detector's boxes jitter by a few pixels from frame to frame;
+#: divided by the few milliseconds between two frames that is hundreds of px/s, and the
+#: predicted box lands far from the face (its region search then misses it).
+VELOCITY_POINTS = 8
+VELOCITY_WINDOW = 1.0
+MIN_VELOCITY_SPAN = 0.15
 #: Change of the (yaw, pitch) pose measure (see :func:`pose_of`) that asks for a descriptor.
 POSE_CHANGE = 0.2
 #: Motion check: width of the grey thumbnail, and the grey-level change that counts.
@@ -453,6 +461,8 @@ class Track:
     described_pose: Optional[Tuple[float, float]] = None
     descriptors: Deque[Tuple[np.ndarray, float]] = field(default_factory=collections.deque)
     velocity: Tuple[float, float] = (0.0, 0.0)
+    trail: Deque[Tuple[float, float, float]] = field(  # (stamp, centre x, centre y)
+        default_factory=lambda: collections.deque(maxlen=VELOCITY_POINTS))
     votes: Dict[str, float] = field(default_factory=dict)
     described: int = 0  # descriptors taken so far (the window keeps the newest)
     _voted: Tuple = ()
@@ -470,12 +480,10 @@ class Track:
                 int(round(bottom + dy)))
 
     def _observe(self, obs: Observation, stamp: float, window: int) -> None:
-        dt = stamp - self.last_seen
-        if self.hits and dt > 1e-6:
-            (ax, ay), (bx, by) = _centre(self.box), _centre(obs.unclipped)
-            new = ((bx - ax) / dt, (by - ay) / dt)
-            self.velocity = (0.6 * new[0] + 0.4 * self.velocity[0],
-                             0.6 * new[1] + 0.4 * self.velocity[1])
+        self.trail.append((stamp,) + _centre(obs.unclipped))
+        while stamp - self.trail[0][0] > VELOCITY_WINDOW:
+            self.trail.popleft()
+        self.velocity = _slope(self.trail)
         self.box = tuple(int(v) for v in obs.unclipped)
         self.last_seen = stamp
         self.hits += 1
@@ -560,6 +568,17 @@ def _confidence(distance: float, threshold: float) -> float:
     if threshold <= 0:
         return 0.0
     return float(min(1.0, max(0.0, 1.0 - distance / (2.0 * threshold))))
+
+
+def _slope(trail: Sequence[Tuple[float, float, float]]) -> Tuple[float, float]:
+    """Least-squares (x, y) px per second of (stamp, x, y) points; zero when they span less
+    than MIN_VELOCITY_SPAN seconds."""
+    if len(trail) < 2 or trail[-1][0] - trail[0][0] < MIN_VELOCITY_SPAN:
+        return 0.0, 0.0
+    points = np.asarray(trail, dtype=np.float64)
+    t = points[:, 0] - points[:, 0].mean()
+    scale = float(t @ t)
+    return float(t @ points[:, 1]) / scale, float(t @ points[:, 2]) / scale
 
 
 def _centre(box: Sequence[float]) -> Tuple[float, float]:
