@@ -307,6 +307,9 @@ def fhog_rows(img, cell, bins, y0, y1, out, fy, fx):  # pragma: no cover - compi
     acc = np.zeros((2, n_acc), np.float32)  # (orientation, column) of one pixel row, 2 lanes
     lane0 = acc[0]
     lane1 = acc[1]
+    votes = acc.reshape(2 * n_acc)
+    u_hist = np.uint64(hist_nc)
+    u_acc = np.uint64(n_acc)
     bidx = np.empty(width, np.int32)
     mag = np.empty(width, np.float32)
     for y in range(max(1, cell * (y0 - 1)), min(visible_nr, cell * (y1 + 3))):
@@ -319,13 +322,15 @@ def fhog_rows(img, cell, bins, y0, y1, out, fy, fx):  # pragma: no cover - compi
         vy1 = F32(F32(1.0) - vy0)
         _gradient_row(img, y, 0, split, True, bidx, mag)
         _gradient_row(img, y, split, width, False, bidx, mag)
-        for i in range(width):  # 2 partial sums: no chain of adds to one cell
-            k = np.int64(bins[bidx[i]]) * hist_nc + col[i]
+        # 2 partial sums (no chain of adds to one cell), in one flat array indexed with
+        # unsigned integers (numba adds no test for negative indices)
+        for i in range(width):
+            k = (np.uint64(bins[np.uint64(bidx[i])]) * u_hist + np.uint64(col[i])
+                 + np.uint64(i & 1) * u_acc)
             v = mag[i]
-            a = acc[i & 1]
             w0 = wx0[i]
-            a[k] += (F32(1.0) - w0) * v  # wx1[i], without loading it
-            a[k + 1] += w0 * v
+            votes[k] += (F32(1.0) - w0) * v  # wx1[i], without loading it
+            votes[k + np.uint64(1)] += w0 * v
         # the row's votes into its two histogram rows, the lanes cleared in the same pass
         top = flat[min(max(h_top, 0), n_hist - 1)]
         bottom = flat[min(max(h_top + 1, 0), n_hist - 1)]
