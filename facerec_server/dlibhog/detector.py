@@ -395,17 +395,16 @@ class _Workspace:
                  layout: _Layout, n_det: int):
         br, bc = layout.block
         n_blocks = len(layout.blocks)
-        n_levels, n_ups = len(layout.sizes), len(up_sizes)
+        # planar input, then the pyramid_up steps (the last one is level 0)
+        up_inputs = [tuple(image_size)] + list(up_sizes[:-1]) if up_sizes else []
+        n_levels, n_ups = len(layout.sizes), len(up_inputs)
         arrays = _arrays_in_large_pages(
-            [((3,) + tuple(size), np.uint8) for size in layout.sizes]
-            + [((3,) + tuple(size), np.uint8) for size in [image_size] + list(up_sizes[:-1])
-               if n_ups]
+            [((3,) + tuple(size), np.uint8) for size in list(layout.sizes) + up_inputs]
             + [((NUM_FEATURES,) + layout.shape, np.float32),
                ((n_blocks, NUM_FEATURES, br, bc), np.float32),
                ((n_blocks, n_det, br, bc), np.float32),
                ((n_det,) + layout.shape, np.float32)])
         self.levels = arrays[:n_levels]
-        # planar input, then the pyramid_up steps (the last one is level 0)
         ups = arrays[n_levels:n_levels + n_ups]
         self.source = ups[0] if n_ups else self.levels[0]
         self.ups = ups[1:] + ([self.levels[0]] if n_ups else [])

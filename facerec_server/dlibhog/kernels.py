@@ -98,9 +98,10 @@ def gather_plan(left: np.ndarray, n: int, row_len: int):
     """How :func:`resize_rows` gathers the source pixels ``left[j]`` and ``left[j] + 1`` of
     output columns j < n from a row of ``row_len`` pixels, 8 columns at a time: each
     group's first source column and two 16-byte shuffle masks (its 8 left pixels, its 8
-    right ones; the other 8 bytes are overwritten by the next group). Groups whose pixels
-    span more than 16 bytes or whose 16-byte load would pass the end of the row (the last
-    one or two) are left to a scalar loop: returns (starts, masks, groups shuffled)."""
+    right ones; the other 8 bytes are overwritten by the next group). From the first group
+    whose pixels span more than 16 bytes (shrinking by more than ~1.9x) or whose 16-byte
+    load would pass the end of the row (for the pyramid: the last one or two) on, a scalar
+    loop gathers them: returns (starts, masks, groups shuffled)."""
     groups = n // 8
     starts = np.zeros(groups, np.int64)
     masks = np.zeros((groups, 2, 16), np.uint8)
