@@ -405,6 +405,24 @@ def test_max_tracks_ends_the_longest_unseen_track():
     assert sorted(f.track_state != 0 for f in both) == [False, True]  # no room: untracked
 
 
+def test_a_wrong_prediction_still_finds_the_face_where_it_was_last_seen(pipeline, messi):
+    """A track predicted 80 px away from where its face was last seen (a velocity from
+    frames whose stamps do not match the motion, or a person who stopped): the region
+    search covers the last box too, and the face keeps its track."""
+    seen = (225, 94, 262, 131)  # messi's 37 px face
+    predicted = (305, 94, 342, 131)
+
+    def plan(last):
+        hint = tracking.TrackHint(7, predicted, 0, False, 37.0, None, None, last)
+        return tracking.FramePlan(False, "", [hint], tracking.make_thumbnail(messi), 0.01,
+                                  previous_size=messi.shape[:2])
+    frame = pipeline.follow(messi, plan(seen))
+    assert not frame.full_detection
+    assert [o.track_id for o in frame.observations] == [7]
+    assert iou(frame.observations[0].box, seen) > 0.5
+    assert pipeline.follow(messi, plan(None)).observations == []  # the prediction alone
+
+
 def test_region_search_scales_a_small_face_up(pipeline, messi):
     """Messi's 37 px face (HOG needs upsample 1 for it on the whole frame) is found in the
     region around its predicted box at upsample 0: the region is scaled to ~85 px faces."""

@@ -261,28 +261,31 @@ class FacePipeline:
         """Faces searched only near ``boxes`` (how a tracked frame looks for its faces)."""
         return self._detect_regions(self._snapshot(), to_rgb(image_bgr), boxes)
 
-    def _detect_regions(self, stages: _Stages, image_rgb: np.ndarray,
-                        boxes: List[tuple]) -> List[Detection]:
-        """Faces near ``boxes`` (predicted track boxes): each region (see
-        ``tracking.region_of``) is scaled so its face is about 85 px wide and searched at
-        upsample 0, whatever the frame's upsample. A face at the image edge is searched for
-        with the frame's own detector instead (so a face leaving or entering is found or
-        missed as on the whole frame). Overlapping finds are merged."""
+    def _detect_regions(self, stages: _Stages, image_rgb: np.ndarray, boxes: List[tuple],
+                        last: Optional[List[Optional[tuple]]] = None) -> List[Detection]:
+        """Faces near ``boxes`` (predicted track boxes; ``last``: where each was last seen):
+        each region (see ``tracking.region_of``) is scaled so its face is about 85 px wide
+        and searched at upsample 0, whatever the frame's upsample. A face at the image edge
+        is searched for with the frame's own detector instead (so a face leaving or
+        entering is found or missed as on the whole frame). Overlapping finds are merged."""
         detector = self._region_detector(stages)
         height, width = image_rgb.shape[:2]
         found = []
-        for box in boxes:
-            (left, top, right, bottom), scale = tracking.region_of(box, width, height)
+        for box, seen in zip(boxes, last or [None] * len(boxes)):
+            (left, top, right, bottom), scale = tracking.region_of(box, width, height, seen)
             if right - left < 8 or bottom - top < 8:
                 continue
             near = (box[2] - box[0]) // 10
             if box[0] <= near or box[1] <= near or box[2] >= width - near \
                     or box[3] >= height - near:
                 grow = (box[2] - box[0]) // 2  # a face (nearly) cut by the edge: as on the
-                # whole frame
-                area = (max(0, box[0] - grow), max(0, box[1] - grow),
-                        min(width, box[2] + grow), min(height, box[3] + grow))
-                found += self._detect_in(stages, image_rgb, area)
+                # whole frame, around the predicted and the last box
+                span = box if seen is None else (min(box[0], seen[0]), min(box[1], seen[1]),
+                                                 max(box[2], seen[2]), max(box[3], seen[3]))
+                area = (max(0, span[0] - grow), max(0, span[1] - grow),
+                        min(width, span[2] + grow), min(height, span[3] + grow))
+                if area[2] - area[0] >= 8 and area[3] - area[1] >= 8:
+                    found += self._detect_in(stages, image_rgb, area)
                 continue
             size = (max(1, int(round((right - left) * scale))),
                     max(1, int(round((bottom - top) * scale))))
@@ -369,7 +372,8 @@ class FacePipeline:
         if full and areas is None:
             detections = self._detect(stages, image_rgb)
         else:
-            detections = self._detect_regions(stages, image_rgb, [h.box for h in plan.hints])
+            detections = self._detect_regions(stages, image_rgb, [h.box for h in plan.hints],
+                                              [h.last_box for h in plan.hints])
             for left, top, right, bottom in areas or ():
                 detections += self._detect_in(stages, image_rgb, (left, top, right, bottom))
             detections = _merge(detections)

@@ -173,6 +173,7 @@ class TrackHint:
     described_width: float  # face width at its last descriptor (0: none yet)
     described_pose: Optional[Tuple[float, float]]
     references: Optional[np.ndarray]  # (K, 128) float32: its recent descriptors
+    last_box: Optional[Box] = None  # where it was last seen (unclipped)
 
 
 @dataclass
@@ -232,11 +233,17 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / float(union) if union > 0 else 0.0
 
 
-def region_of(box: Box, width: int, height: int) -> Tuple[Box, float]:
-    """(crop box clipped to the image, scale) for searching a face predicted at ``box``: the
-    box grown by REGION_MARGIN on every side, scaled so the face is REGION_FACE_WIDTH px."""
+def region_of(box: Box, width: int, height: int,
+              last: Optional[Box] = None) -> Tuple[Box, float]:
+    """(crop box clipped to the image, scale) for searching a face predicted at ``box`` and
+    last seen at ``last``: both boxes (the prediction is a guess: the face may have stopped,
+    or its velocity be wrong) grown by REGION_MARGIN of the face on every side, scaled so
+    the face is REGION_FACE_WIDTH px."""
+    size = max(box[2] - box[0], box[3] - box[1], 1)
     left, top, right, bottom = box
-    size = max(right - left, bottom - top, 1)
+    if last is not None:
+        left, top = min(left, last[0]), min(top, last[1])
+        right, bottom = max(right, last[2]), max(bottom, last[3])
     margin = REGION_MARGIN * size
     crop = (int(max(0, math.floor(left - margin))), int(max(0, math.floor(top - margin))),
             int(min(width, math.ceil(right + margin))),
@@ -265,11 +272,12 @@ def associate(hints: Sequence[TrackHint], boxes: Sequence[Box]
               ) -> Tuple[Dict[int, int], set]:
     """Geometric association: ``({detection index: hint index}, ambiguous detections)``.
 
-    Pairs need IoU >= MATCH_IOU between a detection and a track's predicted box and are taken
-    greedily by IoU. A detection is *ambiguous* when it overlaps two tracks that way, or its
-    track overlaps two detections: appearance has to decide (see :func:`resolve`).
+    Pairs need IoU >= MATCH_IOU between a detection and a track's predicted box (or its last
+    box, if that overlaps more) and are taken greedily by IoU. A detection is *ambiguous*
+    when it overlaps two tracks that way, or its track overlaps two detections: appearance
+    has to decide (see :func:`resolve`).
     """
-    table = np.array([[iou(box, hint.box) for hint in hints] for box in boxes], dtype=float)
+    table = np.array([[_overlap(box, hint) for hint in hints] for box in boxes], dtype=float)
     table = table.reshape(len(boxes), len(hints))
     candidates = table >= MATCH_IOU
     ambiguous = set()
@@ -289,6 +297,13 @@ def associate(hints: Sequence[TrackHint], boxes: Sequence[Box]
             pairs[i] = h
             used.add(h)
     return pairs, ambiguous
+
+
+def _overlap(box: Box, hint: TrackHint) -> float:
+    """IoU of a detection with a track's predicted box, or with its last box when that is
+    larger (a wrong prediction must not cost the track its face)."""
+    value = iou(box, hint.box)
+    return max(value, iou(box, hint.last_box)) if hint.last_box is not None else value
 
 
 def _appearance(descriptor: Optional[np.ndarray], hint: TrackHint) -> float:
@@ -547,7 +562,7 @@ class Track:
     def hint(self, stamp: float, describe: bool) -> TrackHint:
         references = (np.stack([d for d, _ in self.descriptors]) if self.descriptors else None)
         return TrackHint(self.id, self.predicted(stamp), self.missed, describe,
-                         self.described_width, self.described_pose, references)
+                         self.described_width, self.described_pose, references, self.box)
 
 
 def vote_weight(name: str, distance: float, width: float, threshold: float) -> float:
