@@ -280,10 +280,9 @@ class FacePipeline:
                     or box[3] >= height - near:
                 grow = (box[2] - box[0]) // 2  # a face (nearly) cut by the edge: as on the
                 # whole frame, around the predicted and the last box
-                span = box if seen is None else (min(box[0], seen[0]), min(box[1], seen[1]),
-                                                 max(box[2], seen[2]), max(box[3], seen[3]))
-                area = (max(0, span[0] - grow), max(0, span[1] - grow),
-                        min(width, span[2] + grow), min(height, span[3] + grow))
+                both = tracking.span(box, seen)
+                area = (max(0, both[0] - grow), max(0, both[1] - grow),
+                        min(width, both[2] + grow), min(height, both[3] + grow))
                 if area[2] - area[0] >= 8 and area[3] - area[1] >= 8:
                     found += self._detect_in(stages, image_rgb, area)
                 continue

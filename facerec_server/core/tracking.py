@@ -233,6 +233,14 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / float(union) if union > 0 else 0.0
 
 
+def span(box: Box, other: Optional[Box] = None) -> Box:
+    """The smallest box holding ``box`` and ``other`` (``box`` when ``other`` is None)."""
+    if other is None:
+        return tuple(box)
+    return (min(box[0], other[0]), min(box[1], other[1]), max(box[2], other[2]),
+            max(box[3], other[3]))
+
+
 def region_of(box: Box, width: int, height: int,
               last: Optional[Box] = None) -> Tuple[Box, float]:
     """(crop box clipped to the image, scale) for searching a face predicted at ``box`` and
@@ -240,10 +248,7 @@ def region_of(box: Box, width: int, height: int,
     or its velocity be wrong) grown by REGION_MARGIN of the face on every side, scaled so
     the face is REGION_FACE_WIDTH px."""
     size = max(box[2] - box[0], box[3] - box[1], 1)
-    left, top, right, bottom = box
-    if last is not None:
-        left, top = min(left, last[0]), min(top, last[1])
-        right, bottom = max(right, last[2]), max(bottom, last[3])
+    left, top, right, bottom = span(box, last)
     margin = REGION_MARGIN * size
     crop = (int(max(0, math.floor(left - margin))), int(max(0, math.floor(top - margin))),
             int(min(width, math.ceil(right + margin))),
@@ -425,8 +430,7 @@ def detection_areas(regions: Sequence[Box], width: int, height: int,
                 if box[0] < other[2] and other[0] < box[2] and box[1] < other[3] \
                         and other[1] < box[3]:
                     areas.remove(other)
-                    box = [min(box[0], other[0]), min(box[1], other[1]),
-                           max(box[2], other[2]), max(box[3], other[3])]
+                    box = list(span(box, other))
                     merged = True
                     break
         areas.append(box)
