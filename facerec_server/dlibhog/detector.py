@@ -82,11 +82,11 @@ def _arrays_in_large_pages(specs: Sequence[Tuple[tuple, type]]) -> List[np.ndarr
     huge pages in "madvise" or "always" mode): a call touches ~10-20 MB of buffers, ~4,000
     4 KB pages, more than the processor's TLB holds once other work has run. Elsewhere, or
     with huge pages off, ordinary pages."""
-    offsets, size = [], 0
+    places, size = [], 0  # (offset, bytes) per array
     for shape, dtype in specs:
         size = -(-size // 64) * 64
-        offsets.append(size)
-        size += int(np.prod(shape)) * np.dtype(dtype).itemsize
+        places.append((size, int(np.prod(shape)) * np.dtype(dtype).itemsize))
+        size += places[-1][1]
     length = -(-max(size, 1) // _LARGE_PAGE) * _LARGE_PAGE + _LARGE_PAGE  # room to align
     private = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
     region = mmap.mmap(-1, length, flags=private) if private else mmap.mmap(-1, length)
@@ -97,8 +97,8 @@ def _arrays_in_large_pages(specs: Sequence[Tuple[tuple, type]]) -> List[np.ndarr
             pass
     raw = np.frombuffer(region, np.uint8)  # keeps the mapping alive
     start = (-raw.ctypes.data) % _LARGE_PAGE
-    return [raw[start + at:start + at + int(np.prod(shape)) * np.dtype(dtype).itemsize]
-            .view(dtype).reshape(shape) for (shape, dtype), at in zip(specs, offsets)]
+    return [raw[start + at:start + at + nbytes].view(dtype).reshape(shape)
+            for (shape, dtype), (at, nbytes) in zip(specs, places)]
 
 
 class _LRU:
